@@ -1,0 +1,1 @@
+"""Accounts: a Starlette + htmx user authentication app."""

@@ -1,0 +1,325 @@
+"""The domain: register, sign in, load and end sessions, update profiles.
+
+Every method is synchronous and may hash with bcrypt: routes call them through
+`run_in_threadpool`. bcrypt never runs inside a write transaction, so a slow
+hash never holds SQLite's write lock.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, or_, select, update
+
+from webapp import throttle
+from webapp.db import Database
+from webapp.forms import (
+    InvalidForm,
+    ProfileChanges,
+    Registration,
+    Signin,
+    Taken,
+    clean_email,
+    email_key,
+)
+from webapp.models import User, UserSession, utcnow
+from webapp.security import dummy_hash, hash_password, needs_rehash, verify_password
+from webapp.settings import SESSION_LIFETIME, Settings
+
+SIGNIN_FAILED = "Incorrect username, e-mail or password."
+CURRENT_PASSWORD_WRONG = "Your current password is not correct."
+CURRENT_PASSWORD_NEEDED = "Enter your current password to change your e-mail or password."
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """What pages may show of a user."""
+
+    id: int
+    username: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Where a request came from, for throttling and the session record."""
+
+    address: str
+    user_agent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    account: Account
+    session_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileUpdate:
+    account: Account
+    changed: frozenset[str] = field(default_factory=frozenset)
+
+
+class SigninFailed(Exception):
+    """Unknown user or wrong password: deliberately one error for both."""
+
+
+class Throttled(Exception):
+    """Too many failed sign-ins for this account or client."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class AccountGone(Exception):
+    """The signed-in user no longer exists."""
+
+
+def _account(user: User) -> Account:
+    assert user.id is not None
+    return Account(id=user.id, username=user.username, email=user.email)
+
+
+class Accounts:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    # -- registration ------------------------------------------------------
+
+    def register(self, registration: Registration) -> Account:
+        """Create the account; raises Taken (409) when the name or e-mail is in use."""
+        password_hash = hash_password(registration.password, rounds=self.settings.bcrypt_rounds)
+        user = User(
+            username=registration.username,
+            username_key=registration.username.lower(),
+            email=registration.email,
+            email_key=email_key(registration.email),
+            password_hash=password_hash,
+        )
+        try:
+            with self.db.writing() as session:
+                self._refuse_taken(session, user.username_key, user.email_key, user_id=None)
+                session.add(user)
+        except IntegrityError:
+            # Lost a race with another registration between our check and insert.
+            with self.db.reading() as session:
+                self._refuse_taken(session, user.username_key, user.email_key, user_id=None)
+            raise
+        return _account(user)
+
+    @staticmethod
+    def _refuse_taken(
+        session: Session,
+        username_key: str | None,
+        new_email_key: str | None,
+        *,
+        user_id: int | None,
+    ) -> None:
+        clauses = []
+        if username_key is not None:
+            clauses.append(col(User.username_key) == username_key)
+        if new_email_key is not None:
+            clauses.append(col(User.email_key) == new_email_key)
+        if not clauses:
+            return
+        query = select(User.username_key, User.email_key).where(or_(*clauses))
+        if user_id is not None:
+            query = query.where(col(User.id) != user_id)
+        errors = {}
+        for found_username, found_email in session.exec(query).all():
+            if username_key is not None and found_username == username_key:
+                errors["username"] = "That username is taken."
+            if new_email_key is not None and found_email == new_email_key:
+                errors["email"] = "That e-mail address is already registered."
+        if errors:
+            raise Taken(errors)
+
+    # -- signing in and out ----------------------------------------------
+
+    def sign_in(self, signin: Signin, client: Client) -> NewSession:
+        """Check the password and open a session; raises SigninFailed or Throttled."""
+        now = utcnow()
+        with self.db.reading() as session:
+            user = session.exec(
+                select(User).where(
+                    or_(
+                        col(User.username_key) == signin.identifier.lower(),
+                        col(User.email_key) == _identifier_email_key(signin.identifier),
+                    )
+                )
+            ).first()
+            account_key = throttle.account_key(user.id if user else None, signin.identifier)
+            self._refuse_throttled(session, account_key, client, now)
+        rounds = self.settings.bcrypt_rounds
+        stored_hash = user.password_hash if user else dummy_hash(rounds)
+        if user is None or not verify_password(signin.password, password_hash=stored_hash):
+            self._count_failure(account_key, client)
+            raise SigninFailed
+        assert user.id is not None
+        expires_at = now + timedelta(seconds=SESSION_LIFETIME)
+        row = UserSession(
+            id=secrets.token_urlsafe(32),
+            user_id=user.id,
+            created_at=now,
+            expires_at=expires_at,
+            user_agent=client.user_agent[:512],
+            client_addr=client.address[:64],
+        )
+        new_hash = (
+            hash_password(signin.password, rounds=rounds)
+            if needs_rehash(user.password_hash, rounds=rounds)
+            else None
+        )
+        with self.db.writing() as session:
+            session.add(row)
+            throttle.forget(session, account_key)
+            if new_hash is not None:
+                session.exec(
+                    update(User).where(col(User.id) == user.id).values(password_hash=new_hash)
+                )
+        return NewSession(_account(user), row.id, expires_at)
+
+    def _refuse_throttled(
+        self, session: Session, account_key: str, client: Client, now: datetime
+    ) -> None:
+        limits = [
+            throttle.Limit(account_key, self.settings.throttle_account_limit),
+            throttle.Limit(
+                throttle.client_key(client.address), self.settings.throttle_client_limit
+            ),
+        ]
+        wait = throttle.seconds_until_allowed(
+            session, limits, window=self.settings.throttle_window, now=now
+        )
+        if wait is not None:
+            raise Throttled(wait)
+
+    def _count_failure(self, account_key: str, client: Client) -> None:
+        with self.db.writing() as session:
+            throttle.record_failure(
+                session,
+                [account_key, throttle.client_key(client.address)],
+                window=self.settings.throttle_window,
+                now=utcnow(),
+            )
+
+    def load_session(self, *, session_id: str, user_id: int) -> Account | None:
+        """The account behind a live (unrevoked, unexpired) session, else None."""
+        with self.db.reading() as session:
+            row = session.exec(
+                select(User.id, User.username, User.email)
+                .join(UserSession, col(UserSession.user_id) == col(User.id))
+                .where(col(UserSession.id) == session_id)
+                .where(col(User.id) == user_id)
+                .where(col(UserSession.revoked_at).is_(None))
+                .where(col(UserSession.expires_at) > utcnow())
+            ).first()
+        if row is None:
+            return None
+        found_id, username, email = row
+        assert found_id is not None
+        return Account(id=found_id, username=username, email=email)
+
+    def sign_out(self, session_id: str) -> None:
+        """Revoke one session; its token is refused from now on, on every worker."""
+        with self.db.writing() as session:
+            session.exec(
+                update(UserSession)
+                .where(col(UserSession.id) == session_id)
+                .where(col(UserSession.revoked_at).is_(None))
+                .values(revoked_at=utcnow())
+            )
+
+    def extend_session(self, session_id: str) -> datetime:
+        """Give the session a fresh hour, for a re-issued cookie."""
+        expires_at = utcnow() + timedelta(seconds=SESSION_LIFETIME)
+        with self.db.writing() as session:
+            session.exec(
+                update(UserSession)
+                .where(col(UserSession.id) == session_id)
+                .values(expires_at=expires_at)
+            )
+        return expires_at
+
+    # -- profile ------------------------------------------------------------
+
+    def update_profile(
+        self, account: Account, changes: ProfileChanges, *, session_id: str, client: Client
+    ) -> ProfileUpdate:
+        """Apply the changes; raises InvalidForm (422), Taken (409) or Throttled (429)."""
+        with self.db.reading() as session:
+            user = session.get(User, account.id)
+        if user is None:
+            raise AccountGone
+        assert user.id is not None
+        wanted: dict[str, str] = {}
+        if changes.username is not None and changes.username != user.username:
+            wanted["username"] = changes.username
+        if changes.email is not None and changes.email != user.email:
+            wanted["email"] = changes.email
+        if changes.password is not None:
+            wanted["password"] = changes.password
+        sensitive = "email" in wanted or "password" in wanted
+        if sensitive or changes.current_password is not None:
+            self._check_current_password(user, changes.current_password, client)
+        if not wanted:
+            return ProfileUpdate(_account(user))
+
+        new_username_key = wanted["username"].lower() if "username" in wanted else None
+        new_email_key = email_key(wanted["email"]) if "email" in wanted else None
+        values: dict[str, object] = {"updated_at": utcnow()}
+        if new_username_key is not None:
+            values |= {"username": wanted["username"], "username_key": new_username_key}
+        if new_email_key is not None:
+            values |= {"email": wanted["email"], "email_key": new_email_key}
+        if "password" in wanted:
+            values["password_hash"] = hash_password(
+                wanted["password"], rounds=self.settings.bcrypt_rounds
+            )
+        try:
+            with self.db.writing() as session:
+                self._refuse_taken(session, new_username_key, new_email_key, user_id=user.id)
+                session.exec(update(User).where(col(User.id) == user.id).values(**values))
+                if "password" in wanted:
+                    # A new password ends every other sign-in of this user.
+                    session.exec(
+                        update(UserSession)
+                        .where(col(UserSession.user_id) == user.id)
+                        .where(col(UserSession.id) != session_id)
+                        .where(col(UserSession.revoked_at).is_(None))
+                        .values(revoked_at=utcnow())
+                    )
+        except IntegrityError:
+            with self.db.reading() as session:
+                self._refuse_taken(session, new_username_key, new_email_key, user_id=user.id)
+            raise
+        updated = Account(
+            id=user.id,
+            username=wanted.get("username", user.username),
+            email=wanted.get("email", user.email),
+        )
+        return ProfileUpdate(updated, frozenset(wanted))
+
+    def _check_current_password(self, user: User, candidate: str | None, client: Client) -> None:
+        if candidate is None:
+            raise InvalidForm({"current_password": CURRENT_PASSWORD_NEEDED})
+        account_key = throttle.account_key(user.id, user.username)
+        with self.db.reading() as session:
+            self._refuse_throttled(session, account_key, client, utcnow())
+        if not verify_password(candidate, password_hash=user.password_hash):
+            self._count_failure(account_key, client)
+            raise InvalidForm({"current_password": CURRENT_PASSWORD_WRONG})
+
+
+def _identifier_email_key(identifier: str) -> str:
+    """Sign-in by e-mail matches however the address was typed."""
+    try:
+        return email_key(clean_email(identifier))
+    except ValueError:
+        return email_key(identifier)

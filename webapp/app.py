@@ -1,0 +1,115 @@
+"""The only wiring: settings → services → middleware, routes and error handlers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Mount
+
+from webapp import errors
+from webapp.accounts import Accounts
+from webapp.assets import StaticAssets
+from webapp.auth import JWTCookieBackend, TokenIssuer
+from webapp.browser import BrowserCookieMiddleware
+from webapp.db import Database, create_db_engine
+from webapp.headers import SecurityHeadersMiddleware
+from webapp.proxy import TrustedProxyMiddleware
+from webapp.routes import pages, profile, sessions
+from webapp.schema import upgrade_to_head
+from webapp.security import derive_key
+from webapp.services import Services
+from webapp.settings import PROJECT_DIR, ConfigurationError, Settings
+from webapp.templating import create_templates
+
+logger = logging.getLogger("webapp")
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(
+        create_db_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            connect_timeout=settings.db_connect_timeout,
+        )
+    )
+    assets = StaticAssets(PROJECT_DIR / "static")
+    return Services(
+        settings=settings,
+        db=db,
+        accounts=Accounts(db, settings),
+        tokens=TokenIssuer(
+            key=derive_key(secret=settings.secret_key, purpose="jwt"),
+            algorithm=settings.jwt_algorithm,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        ),
+        csrf_key=derive_key(secret=settings.secret_key, purpose="csrf"),
+        assets=assets,
+        templates=create_templates(assets),
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_environment()
+    app_services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if settings.is_production and settings.uses_sqlite:
+            logger.warning(
+                "APP_ENV=production on SQLite: the database file is lost whenever the "
+                "platform replaces the disk. Set DATABASE_URL to PostgreSQL."
+            )
+        if settings.auto_migrate:
+            await run_in_threadpool(upgrade_to_head, settings.database_url)
+        yield
+        app_services.db.dispose()
+
+    app = Starlette(
+        routes=[
+            *pages.routes,
+            *sessions.routes,
+            *profile.routes,
+            Mount("/static", app=app_services.assets, name="static"),
+        ],
+        middleware=[
+            Middleware(
+                TrustedProxyMiddleware,
+                trusted=settings.forwarded_allow_ips,
+                hops=settings.forwarded_trusted_hops,
+            ),
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(
+                BrowserCookieMiddleware,
+                signing_key=derive_key(secret=settings.secret_key, purpose="browser-cookie"),
+            ),
+            Middleware(
+                AuthenticationMiddleware,
+                backend=JWTCookieBackend(app_services.accounts, app_services.tokens),
+                on_error=errors.auth_error,
+            ),
+        ],
+        exception_handlers=errors.exception_handlers,
+        lifespan=lifespan,
+    )
+    app.state.services = app_services
+    return app
+
+
+def _app_from_environment() -> Starlette:
+    try:
+        return create_app()
+    except ConfigurationError as exc:
+        # One clear line instead of a traceback.
+        sys.exit(f"webapp: configuration error: {exc}")
+
+
+app = _app_from_environment()

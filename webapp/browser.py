@@ -1,0 +1,103 @@
+"""A signed cookie that remembers this browser: its CSRF binding and pending flash messages.
+
+Like Starlette's SessionMiddleware (itsdangerous-signed, HttpOnly, SameSite=Lax),
+but Secure with a `__Host-` name over HTTPS, which SessionMiddleware cannot decide
+per request.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Literal, TypedDict
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from webapp.cookies import cookie_header, cookie_name
+
+COOKIE = "browser"
+# 30 days, in seconds: a browser that stays away longer starts afresh.
+MAX_AGE = 30 * 24 * 3600
+FlashLevel = Literal["success", "info", "error"]
+
+
+class Flash(TypedDict):
+    level: FlashLevel
+    text: str
+
+
+@dataclass
+class BrowserState:
+    browser_id: str | None = None
+    flashes: list[Flash] = field(default_factory=list)
+    modified: bool = False
+
+    def ensure_id(self) -> str:
+        if self.browser_id is None:
+            self.renew_id()
+        assert self.browser_id is not None
+        return self.browser_id
+
+    def renew_id(self) -> None:
+        """A new identity: every CSRF token issued before is refused from now on."""
+        self.browser_id = secrets.token_urlsafe(24)
+        self.modified = True
+
+    def add_flash(self, level: FlashLevel, text: str) -> None:
+        self.flashes.append(Flash(level=level, text=text))
+        self.modified = True
+
+    def pop_flashes(self) -> list[Flash]:
+        flashes, self.flashes = self.flashes, []
+        if flashes:
+            self.modified = True
+        return flashes
+
+
+def browser_state(conn: HTTPConnection) -> BrowserState:
+    state: BrowserState = conn.scope["browser"]
+    return state
+
+
+class BrowserCookieMiddleware:
+    def __init__(self, app: ASGIApp, *, signing_key: bytes) -> None:
+        self.app = app
+        self.serializer = URLSafeTimedSerializer(signing_key, salt="browser")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        name = cookie_name(COOKIE, conn)
+        state = self._load(conn.cookies.get(name))
+        scope["browser"] = state
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start" and state.modified:
+                payload = {"id": state.browser_id, "flash": state.flashes}
+                value = self.serializer.dumps(payload)
+                headers = MutableHeaders(scope=message)
+                headers.append("set-cookie", cookie_header(name, value, conn, max_age=MAX_AGE))
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+    def _load(self, raw: str | None) -> BrowserState:
+        if not raw:
+            return BrowserState()
+        try:
+            payload = self.serializer.loads(raw, max_age=MAX_AGE)
+        except BadSignature:
+            return BrowserState()
+        if not isinstance(payload, dict):
+            return BrowserState()
+        browser_id = payload.get("id")
+        flashes = payload.get("flash")
+        return BrowserState(
+            browser_id=browser_id if isinstance(browser_id, str) else None,
+            flashes=flashes if isinstance(flashes, list) else [],
+        )

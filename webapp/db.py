@@ -1,0 +1,101 @@
+"""The database engine and transaction scopes. Everything here is synchronous:
+call it from a thread (a `def` endpoint or `run_in_threadpool`), never on the loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlmodel import Session
+
+# What a lost or unreachable database raises; the app answers these with 503.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeoutError)
+
+
+def normalize_database_url(url: str) -> str:
+    """Platforms hand out `postgres://` or `postgresql://`; SQLAlchemy must be told psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def create_db_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 30, connect_timeout: int = 2
+) -> Engine:
+    url = normalize_database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 5},
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=connect_timeout,
+            hide_parameters=True,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_timeout=connect_timeout,
+        # Never echo bound values (password hashes, e-mails) into errors or logs.
+        hide_parameters=True,
+        connect_args={"connect_timeout": connect_timeout},
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below open transactions, not the driver.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "busy_timeout=5000",  # milliseconds
+            "foreign_keys=ON",
+            "synchronous=NORMAL",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        # A writer takes its lock up front so busy_timeout applies, instead of
+        # failing with "database is locked" when it upgrades a read lock.
+        immediate = connection.get_execution_options().get("sqlite_immediate", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """Owns the engine; hands out read and write transaction scopes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._write_engine = engine.execution_options(sqlite_immediate=True)
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A transaction that commits when the block ends, or rolls back on any error."""
+        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,137 @@
+"""Error responses in the app's own layout, revealing nothing internal.
+
+htmx requests get the status with `HX-Reswap: none` and the message in the
+flash region, so an error never replaces the part of the page being edited.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.authentication import AuthenticationError
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.types import ExceptionHandler
+
+from webapp.auth import NotSignedIn
+from webapp.db import UNAVAILABLE_ERRORS
+from webapp.headers import add_security_headers
+from webapp.htmx import client_redirect, htmx_details
+from webapp.navigation import login_url
+from webapp.services import services
+from webapp.templating import flash, render_fragment
+
+logger = logging.getLogger("webapp")
+
+TITLES = {
+    400: "Bad request",
+    401: "Sign in required",
+    403: "Forbidden",
+    404: "Page not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request too large",
+    415: "Unsupported form encoding",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Something went wrong",
+    503: "Service unavailable",
+}
+MESSAGES = {
+    401: "Your session has ended or you are not signed in. Sign in to continue.",
+    404: "There is nothing at this address.",
+    405: "This address does not accept that kind of request.",
+    500: "An unexpected error happened on our side. It has been logged; please try again.",
+    503: "We cannot reach our database right now. Please try again in a moment.",
+}
+
+
+def error_response(
+    conn: HTTPConnection,
+    status_code: int,
+    message: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    text = message or MESSAGES.get(status_code) or TITLES.get(status_code, "Error")
+    request = Request(conn.scope)
+    try:
+        if htmx_details(conn).is_htmx:
+            response = render_fragment(
+                request,
+                "partials/empty.html",
+                status_code=status_code,
+                flashes=[flash("error", text)],
+            )
+            response.headers["HX-Reswap"] = "none"
+        else:
+            response = services(conn).templates.TemplateResponse(
+                request,
+                "error.html",
+                {
+                    "flashes": [],
+                    "status_code": status_code,
+                    "title": TITLES.get(status_code, "Error"),
+                    "message": text,
+                },
+                status_code=status_code,
+            )
+    except Exception:
+        # Rendering itself failed (it needs nothing from the database, but be sure):
+        # still answer with the status, never a traceback.
+        logger.exception("could not render the %s page", status_code)
+        response = PlainTextResponse(text, status_code=status_code)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if exc.detail != TITLES.get(exc.status_code) else None
+    # Starlette's own details ("Not Found") are replaced by our wording.
+    if exc.status_code in (404, 405):
+        detail = None
+    return error_response(request, exc.status_code, detail, dict(exc.headers or {}))
+
+
+async def not_signed_in(request: Request, exc: Exception) -> Response:
+    details = htmx_details(request)
+    if details.is_htmx:
+        # fetch() would follow a 303 silently; HX-Redirect makes htmx load the sign-in page.
+        response = error_response(request, 401)
+        return client_redirect(login_url(details.current_path(request)), response=response)
+    if request.method in ("GET", "HEAD"):
+        return RedirectResponse(login_url(request.url.path), status_code=303)
+    return error_response(request, 401)
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    return error_response(request, 503, headers={"Retry-After": "5"})
+
+
+def auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
+    """The session check itself failed: the database did not answer."""
+    logger.warning("database unavailable while checking a session")
+    return error_response(conn, 503, headers={"Retry-After": "5"})
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    # Runs outside every middleware, so it adds the security headers itself.
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        response = await database_unavailable(request, exc)
+    else:
+        response = error_response(request, 500)
+    add_security_headers(MutableHeaders(raw=response.raw_headers), request.url.scheme)
+    return response
+
+
+exception_handlers: dict[Any, ExceptionHandler] = {
+    HTTPException: http_error,
+    NotSignedIn: not_signed_in,
+    **dict.fromkeys(UNAVAILABLE_ERRORS, database_unavailable),
+    500: server_error,
+}

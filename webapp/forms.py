@@ -1,0 +1,226 @@
+"""Form bodies and the forms they hold: parse strictly, validate, keep what was typed.
+
+Reading the body answers 413, 415 or 400 before anything else looks at the
+request. Validation turns fields into typed values or an `InvalidForm` that
+names each bad field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from email_validator import EmailNotValidError, validate_email
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_FIELDS = 32
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+USERNAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9]{2,49}")
+MAX_EMAIL_LENGTH = 254
+MAX_PASSWORD_LENGTH = 1024
+# Sign-in takes a username or an e-mail, so the longer of the two.
+MAX_IDENTIFIER_LENGTH = MAX_EMAIL_LENGTH
+
+Fields = Mapping[str, str]
+
+
+class InvalidForm(Exception):
+    """One or more fields are wrong; `errors` maps each field name to its message."""
+
+    status_code = 422
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(", ".join(sorted(errors)))
+        self.errors = errors
+
+
+class Taken(InvalidForm):
+    """A username or e-mail already belongs to another account."""
+
+    status_code = 409
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The url-encoded body as a dict; raises HTTPException 413, 415 or 400."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise HTTPException(413, "The request body is larger than 64 KiB.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, "The request body is larger than 64 KiB.")
+    content_type = request.headers.get("content-type")
+    if content_type is None and not body:
+        # Nothing was sent (a bare POST with the token in a header): no fields.
+        return {}
+    media_type, _, params = (content_type or "").partition(";")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if params else "utf-8"
+    if media_type.strip().lower() != FORM_TYPE or charset not in ("utf-8", "utf8"):
+        raise HTTPException(415, "Send the form as application/x-www-form-urlencoded (UTF-8).")
+    try:
+        pairs = parse_qsl(
+            bytes(body).decode("utf-8"),
+            keep_blank_values=True,
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise HTTPException(400, "The form is not valid UTF-8.") from None
+    except ValueError:
+        raise HTTPException(400, "The form has too many fields.") from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields:
+            raise HTTPException(400, f"The field {name!r} was sent more than once.")
+        fields[name] = value
+    return fields
+
+
+# -- single fields ------------------------------------------------------------
+
+
+def clean_username(raw: str) -> str:
+    """The username as typed, without surrounding white space; raises ValueError."""
+    username = raw.strip()
+    if not username:
+        raise ValueError("Enter a username.")
+    if not USERNAME_PATTERN.fullmatch(username):
+        raise ValueError("Use 3 to 50 letters and digits (A-Z, 0-9), starting with a letter.")
+    return username
+
+
+def clean_email(raw: str) -> str:
+    """A syntactically valid address with its domain lower-cased; raises ValueError."""
+    text = raw.strip()
+    if not text:
+        raise ValueError("Enter an e-mail address.")
+    if len(text) > MAX_EMAIL_LENGTH:
+        raise ValueError(f"Use at most {MAX_EMAIL_LENGTH} characters.")
+    try:
+        email = validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError:
+        raise ValueError("Enter a valid e-mail address, like name@example.com.") from None
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise ValueError(f"Use at most {MAX_EMAIL_LENGTH} characters.")
+    return email
+
+
+def email_key(email: str) -> str:
+    """What makes two addresses the same account: case does not count."""
+    return email.lower()
+
+
+def check_new_password(password: str, confirm: str, *, min_length: int) -> dict[str, str]:
+    """Errors for a new password and its confirmation (never trimmed)."""
+    errors = {}
+    if len(password) < min_length:
+        errors["password"] = f"Use at least {min_length} characters."
+    elif len(password) > MAX_PASSWORD_LENGTH:
+        errors["password"] = f"Use at most {MAX_PASSWORD_LENGTH} characters."
+    if "password" not in errors and confirm != password:
+        errors["confirm_password"] = "The two passwords do not match."
+    return errors
+
+
+# -- whole forms ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    username: str
+    email: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class Signin:
+    identifier: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileChanges:
+    """What a profile form asks for; None means keep."""
+
+    username: str | None
+    email: str | None
+    password: str | None
+    current_password: str | None
+
+
+def parse_registration(fields: Fields, *, min_password_length: int) -> Registration:
+    errors: dict[str, str] = {}
+    username = _clean(errors, "username", clean_username, fields.get("username", ""))
+    email = _clean(errors, "email", clean_email, fields.get("email", ""))
+    password = fields.get("password", "")
+    errors |= check_new_password(
+        password, fields.get("confirm_password", ""), min_length=min_password_length
+    )
+    if errors:
+        raise InvalidForm(errors)
+    assert username is not None
+    assert email is not None
+    return Registration(username, email, password)
+
+
+def parse_signin(fields: Fields) -> Signin:
+    errors = {}
+    identifier = fields.get("username", "").strip()
+    password = fields.get("password", "")
+    if not identifier:
+        errors["username"] = "Enter your username or e-mail address."
+    elif len(identifier) > MAX_IDENTIFIER_LENGTH:
+        errors["username"] = f"Use at most {MAX_IDENTIFIER_LENGTH} characters."
+    if not password:
+        errors["password"] = "Enter your password."
+    elif len(password) > MAX_PASSWORD_LENGTH:
+        errors["password"] = f"Use at most {MAX_PASSWORD_LENGTH} characters."
+    if errors:
+        raise InvalidForm(errors)
+    return Signin(identifier, password)
+
+
+def parse_profile_changes(
+    fields: Fields, *, every_field_required: bool, min_password_length: int
+) -> ProfileChanges:
+    """The partial form (blank means keep) or, with every_field_required, the full one."""
+    errors: dict[str, str] = {}
+    username = email = password = current = None
+    raw_username = fields.get("username", "")
+    if raw_username.strip() or every_field_required:
+        username = _clean(errors, "username", clean_username, raw_username)
+    raw_email = fields.get("email", "")
+    if raw_email.strip() or every_field_required:
+        email = _clean(errors, "email", clean_email, raw_email)
+    raw_password, confirm = fields.get("password", ""), fields.get("confirm_password", "")
+    if raw_password or confirm or every_field_required:
+        if not raw_password:
+            errors["password"] = "Enter a new password."
+        else:
+            errors |= check_new_password(raw_password, confirm, min_length=min_password_length)
+            password = raw_password
+    raw_current = fields.get("current_password", "")
+    if len(raw_current) > MAX_PASSWORD_LENGTH:
+        errors["current_password"] = "Your current password is not correct."
+    elif raw_current:
+        current = raw_current
+    elif every_field_required:
+        errors["current_password"] = "Enter your current password."
+    if errors:
+        raise InvalidForm(errors)
+    return ProfileChanges(username, email, password, current)
+
+
+def _clean(errors: dict[str, str], field: str, clean: Callable[[str], str], raw: str) -> str | None:
+    """Run one field's check, noting its error, so one bad field does not hide another."""
+    try:
+        return clean(raw)
+    except ValueError as exc:
+        errors[field] = str(exc)
+        return None

@@ -1,0 +1,65 @@
+"""The tables. Times are aware UTC datetimes (SQLModel stores them as UTC everywhere)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+# Stable constraint names, so migrations can name what they alter on every database.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class User(SQLModel, table=True):
+    """An account. Names and e-mails are kept as typed; their *_key twins are unique."""
+
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=50)
+    # username.lower(): usernames are ASCII, so this is exact on every database.
+    username_key: str = Field(max_length=50, unique=True)
+    email: str = Field(max_length=254)
+    # email.lower() in Python: SQLite's lower() only folds ASCII.
+    email_key: str = Field(max_length=254, unique=True)
+    password_hash: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class UserSession(SQLModel, table=True):
+    """A sign-in. Its id is the JWT's `sid`; a token is live only while its row is."""
+
+    __tablename__ = "user_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    user_agent: str = Field(default="", max_length=512)
+    client_addr: str = Field(default="", max_length=64)
+
+
+class SigninFailure(SQLModel, table=True):
+    """One failed sign-in, counted against an account key and a client key."""
+
+    __tablename__ = "signin_failures"
+    __table_args__ = (Index("ix_signin_failures_key_failed_at", "key", "failed_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    # "user:<id>", "name:<what was typed, lower-cased>" or "client:<address>".
+    key: str = Field(max_length=300)
+    # Indexed alone too: expired rows are purged by time across all keys.
+    failed_at: datetime = Field(default_factory=utcnow, index=True)

@@ -1,0 +1,57 @@
+"""Believe X-Forwarded-For / X-Forwarded-Proto only from proxies we trust.
+
+A PaaS router appends the address it saw to X-Forwarded-For; anything to the
+left of that came from the client and can be forged. So the client address is
+the entry `hops` places from the right, never blindly the left-most.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from webapp.accounts import Client
+
+
+def _valid_ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+class TrustedProxyMiddleware:
+    def __init__(self, app: ASGIApp, *, trusted: tuple[str, ...], hops: int) -> None:
+        self.app = app
+        self.trust_all = "*" in trusted
+        self.trusted = frozenset(trusted)
+        self.hops = hops
+
+    def _trusts(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        return self.trust_all or (client is not None and client[0] in self.trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and self._trusts(scope):
+            # Mutate the scope in place: Starlette's outermost error handler holds the same dict.
+            headers = dict(scope["headers"])
+            proto = headers.get(b"x-forwarded-proto", b"").decode("latin-1").split(",")[-1].strip()
+            if proto in ("http", "https"):
+                scope["scheme"] = (
+                    proto if scope["type"] == "http" else ("wss" if proto == "https" else "ws")
+                )
+            forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+            hops = [part.strip() for part in forwarded.split(",") if part.strip()]
+            if hops:
+                address = _valid_ip(hops[-min(self.hops, len(hops))])
+                if address is not None:
+                    scope["client"] = (address, 0)
+        await self.app(scope, receive, send)
+
+
+def client_of(conn: HTTPConnection) -> Client:
+    """The client as throttling and the session record see it (after trusted-proxy handling)."""
+    address = conn.client.host if conn.client else "unknown"
+    return Client(address=address, user_agent=conn.headers.get("user-agent", "")[:512])

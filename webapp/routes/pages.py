@@ -1,0 +1,36 @@
+"""The home page and the health check."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from webapp.auth import signed_in_user
+from webapp.db import UNAVAILABLE_ERRORS
+from webapp.services import services
+from webapp.templating import render_page
+
+
+async def home(request: Request) -> Response:
+    user = signed_in_user(request)
+    if user is None:
+        return render_page(request, "home.html")
+    return render_page(
+        request, "home.html", {"account": user.account}, partial="partials/account.html"
+    )
+
+
+async def healthz(request: Request) -> Response:
+    try:
+        await run_in_threadpool(services(request).db.ping)
+    except UNAVAILABLE_ERRORS:
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+routes = [
+    Route("/", home, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

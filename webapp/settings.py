@@ -1,0 +1,165 @@
+"""Every setting of the app, read once from the environment and `.env`.
+
+Nothing else in the package reads the environment: the app, the command line
+and Alembic all take a `Settings` built here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from starlette.config import Config
+
+AppEnv = Literal["development", "production", "test"]
+APP_ENVS: tuple[AppEnv, ...] = ("development", "production", "test")
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEV_SECRET_FILE = PROJECT_DIR / ".secret_key"
+MIN_SECRET_BYTES = 32
+# One hour, in seconds: the lifetime of a sign-in (cookie Max-Age and JWT exp).
+SESSION_LIFETIME = 3600
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or has a value the app cannot run with."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    app_env: AppEnv = "development"
+    secret_key: str = field(repr=False)
+    database_url: str = f"sqlite:///{PROJECT_DIR / 'webapp.db'}"
+    bcrypt_rounds: int = 12
+    password_min_length: int = 8
+    jwt_algorithm: str = "HS256"
+    jwt_issuer: str = "webapp"
+    jwt_audience: str = "webapp"
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto we believe ("*" = any).
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    # How many proxies in front of us append to X-Forwarded-For (1 on a PaaS router).
+    forwarded_trusted_hops: int = 1
+    allow_sqlite_in_production: bool = False
+    # Apply migrations at start-up; production runs them in the release phase.
+    auto_migrate: bool = True
+    db_pool_size: int = 10
+    db_max_overflow: int = 30
+    # Seconds to wait for a database connection before answering 503.
+    db_connect_timeout: int = 2
+    # Sign-in throttling: failures allowed per account / per client in the window.
+    throttle_window: int = 15 * 60
+    throttle_account_limit: int = 10
+    throttle_client_limit: int = 100
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigurationError(problems[0])
+
+    def problems(self) -> list[str]:
+        """What makes these settings unusable, one sentence each."""
+        found: list[str] = []
+        if self.app_env not in APP_ENVS:
+            found.append(f"APP_ENV must be one of {', '.join(APP_ENVS)}, not {self.app_env!r}")
+        if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
+            found.append(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes long")
+        if self.jwt_algorithm not in JWT_ALGORITHMS:
+            found.append(f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
+        if not 4 <= self.bcrypt_rounds <= 31:
+            found.append("BCRYPT_ROUNDS must be between 4 and 31")
+        if not 1 <= self.password_min_length <= 1024:
+            found.append("PASSWORD_MIN_LENGTH must be between 1 and 1024")
+        if self.forwarded_trusted_hops < 1:
+            found.append("FORWARDED_TRUSTED_HOPS must be at least 1")
+        if not self.jwt_issuer or not self.jwt_audience:
+            found.append("JWT_ISSUER and JWT_AUDIENCE must not be empty")
+        return found
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def production_problems(self) -> list[str]:
+        """What is wrong with these settings for serving real users."""
+        found = []
+        if not self.is_production:
+            found.append("APP_ENV is not 'production'")
+        if self.uses_sqlite and not self.allow_sqlite_in_production:
+            found.append(
+                "DATABASE_URL points at SQLite, whose file a PaaS wipes at every restart; "
+                "use PostgreSQL (or set ALLOW_SQLITE_IN_PRODUCTION=true)"
+            )
+        if self.bcrypt_rounds < 12:
+            found.append("BCRYPT_ROUNDS is below 12")
+        if self.password_min_length < 8:
+            found.append("PASSWORD_MIN_LENGTH is below 8")
+        return found
+
+    @classmethod
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, env_file: Path | None = None
+    ) -> Settings:
+        """Read settings from real environment variables, then `.env`, then defaults."""
+        env = os.environ if environ is None else environ
+        dotenv = env_file or PROJECT_DIR / ".env"
+        config = Config(dotenv if dotenv.is_file() else None, environ=dict(env))
+        app_env = config("APP_ENV", default="development")
+        if app_env not in APP_ENVS:
+            raise ConfigurationError(f"APP_ENV must be one of {', '.join(APP_ENVS)}")
+        secret_key = config("SECRET_KEY", default="")
+        if not secret_key:
+            if app_env == "production":
+                raise ConfigurationError("SECRET_KEY is not set; production needs a random one")
+            secret_key = _development_secret()
+        try:
+            return cls(
+                app_env=app_env,
+                secret_key=secret_key,
+                database_url=config("DATABASE_URL", default=cls.database_url),
+                bcrypt_rounds=config("BCRYPT_ROUNDS", cast=int, default=12),
+                password_min_length=config("PASSWORD_MIN_LENGTH", cast=int, default=8),
+                jwt_algorithm=config("JWT_ALGORITHM", default="HS256"),
+                jwt_issuer=config("JWT_ISSUER", default="webapp"),
+                jwt_audience=config("JWT_AUDIENCE", default="webapp"),
+                forwarded_allow_ips=_split(config("FORWARDED_ALLOW_IPS", default="127.0.0.1,::1")),
+                forwarded_trusted_hops=config("FORWARDED_TRUSTED_HOPS", cast=int, default=1),
+                allow_sqlite_in_production=config(
+                    "ALLOW_SQLITE_IN_PRODUCTION", cast=bool, default=False
+                ),
+                auto_migrate=config("AUTO_MIGRATE", cast=bool, default=app_env != "production"),
+                db_pool_size=config("DB_POOL_SIZE", cast=int, default=10),
+                db_max_overflow=config("DB_MAX_OVERFLOW", cast=int, default=30),
+            )
+        except ValueError as exc:
+            # Starlette's Config names the key in its message ("Config 'X' has value ...").
+            raise ConfigurationError(str(exc)) from None
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _development_secret() -> str:
+    """A random key made once and kept in a git-ignored file, so restarts keep sessions."""
+    try:
+        return DEV_SECRET_FILE.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(48)
+    try:
+        # O_EXCL: when several workers start at once, exactly one writes the file.
+        fd = os.open(DEV_SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return DEV_SECRET_FILE.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
