@@ -173,18 +173,18 @@ def signed_in(client: TestClient, username: str = "alice", email: str | None = N
     return csrf_token(client, "/")
 
 
-def patch_profile(client: TestClient, username: str, token: str, htmx: bool = True, **fields: str):
+def patch_profile(client: TestClient, name: str, token: str, /, htmx: bool = True, **fields: str):
     headers = {"X-CSRF-Token": token}
     if htmx:
         headers["HX-Request"] = "true"
-    return client.patch(f"/partial/{username}", data=fields, headers=headers)
+    return client.patch(f"/partial/{name}", data=fields, headers=headers)
 
 
-def put_profile(client: TestClient, username: str, token: str, htmx: bool = True, **fields: str):
+def put_profile(client: TestClient, name: str, token: str, /, htmx: bool = True, **fields: str):
     headers = {"X-CSRF-Token": token}
     if htmx:
         headers["HX-Request"] = "true"
-    return client.put(f"/update/{username}", data=fields, headers=headers)
+    return client.put(f"/update/{name}", data=fields, headers=headers)
 
 
 def rows(app: Starlette, sql: str, **params: object) -> list[tuple[Any, ...]]:

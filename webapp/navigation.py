@@ -38,8 +38,8 @@ def safe_next(value: str | None) -> str:
 
 
 def login_url(next_path: str | None) -> str:
-    target = safe_next(next_path)
-    return "/login" if target == "/" else f"/login?{urlencode({'next': target})}"
+    """The sign-in page, told where to go back to ("/" when that is not a local path)."""
+    return f"/login?{urlencode({'next': safe_next(next_path)}, safe='/')}"
 
 
 def see_other(conn: HTTPConnection, url: str) -> Response:

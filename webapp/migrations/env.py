@@ -35,7 +35,9 @@ def run_migrations_online() -> None:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK})
             connection.commit()
         elif connection.dialect.name == "sqlite":
+            # Milliseconds: another process may be migrating the same file right now.
             connection.exec_driver_sql("PRAGMA busy_timeout=30000")
+            connection.commit()
         try:
             context.configure(
                 connection=connection,

@@ -1,0 +1,53 @@
+"""bcrypt and database work never run on the event loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import csrf_token, login, patch_profile, register
+from webapp import accounts as accounts_module
+from webapp import db as db_module
+from webapp import security
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_hashing_and_queries_run_in_worker_threads(client, app, monkeypatch):
+    calls: list[tuple[str, bool]] = []
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            calls.append((name, _on_loop()))
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(accounts_module, "hash_password", spy("hash", security.hash_password))
+    monkeypatch.setattr(accounts_module, "verify_password", spy("verify", security.verify_password))
+    monkeypatch.setattr(db_module.Database, "reading", spy("read", db_module.Database.reading))
+    monkeypatch.setattr(db_module.Database, "writing", spy("write", db_module.Database.writing))
+
+    register(client)
+    login(client)
+    token = csrf_token(client)
+    patch_profile(
+        client,
+        "alice",
+        token,
+        password="another password",
+        confirm_password="another password",
+        current_password="correct horse battery",
+    )
+    client.get("/")
+    client.get("/healthz")
+
+    names = {name for name, _ in calls}
+    assert {"hash", "verify", "read", "write"} <= names
+    on_loop = [name for name, loop in calls if loop]
+    assert on_loop == [], f"ran on the event loop: {on_loop}"

@@ -1,0 +1,118 @@
+"""Configuration: one module, strict in production, friendly in development."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from webapp import settings as settings_module
+from webapp.db import normalize_database_url
+from webapp.settings import ConfigurationError, Settings
+
+GOOD_KEY = "k" * 40
+
+
+def test_production_refuses_a_missing_key():
+    with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+        Settings.from_environment({"APP_ENV": "production"})
+
+
+def test_production_refuses_a_short_key():
+    with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+        Settings.from_environment({"APP_ENV": "production", "SECRET_KEY": "short"})
+
+
+def test_start_up_stops_with_one_clear_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "import webapp.app"],
+        cwd=ROOT,
+        env={"APP_ENV": "production", "SECRET_KEY": "too-short", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "SECRET_KEY" in lines[0]
+    assert "too-short" not in result.stderr
+
+
+def test_development_generates_a_key_once_and_keeps_it(tmp_path, monkeypatch):
+    key_file = tmp_path / ".secret_key"
+    monkeypatch.setattr(settings_module, "DEV_SECRET_FILE", key_file)
+    first = Settings.from_environment({"APP_ENV": "development"})
+    second = Settings.from_environment({"APP_ENV": "development"})
+    assert first.secret_key == second.secret_key
+    assert len(first.secret_key) >= 32
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_secret_never_shows_in_repr():
+    settings = Settings(secret_key=GOOD_KEY)
+    assert GOOD_KEY not in repr(settings)
+
+
+def test_settings_are_read_from_the_environment():
+    settings = Settings.from_environment(
+        {
+            "SECRET_KEY": GOOD_KEY,
+            "APP_ENV": "test",
+            "BCRYPT_ROUNDS": "5",
+            "PASSWORD_MIN_LENGTH": "10",
+            "JWT_ALGORITHM": "HS512",
+            "JWT_ISSUER": "me",
+            "JWT_AUDIENCE": "them",
+            "FORWARDED_ALLOW_IPS": "10.0.0.1, 10.0.0.2",
+            "DATABASE_URL": "postgres://u@h/db",
+        }
+    )
+    assert settings.bcrypt_rounds == 5
+    assert settings.password_min_length == 10
+    assert settings.jwt_algorithm == "HS512"
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("me", "them")
+    assert settings.forwarded_allow_ips == ("10.0.0.1", "10.0.0.2")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("JWT_ALGORITHM", "none"),
+        ("JWT_ALGORITHM", "RS256"),
+        ("BCRYPT_ROUNDS", "2"),
+        ("BCRYPT_ROUNDS", "x"),
+    ],
+)
+def test_bad_values_are_refused_with_the_key_named(name, value):
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_environment({"SECRET_KEY": GOOD_KEY, name: value})
+
+
+def test_production_problems_name_sqlite():
+    settings = Settings(app_env="production", secret_key=GOOD_KEY, database_url="sqlite:///x.db")
+    assert any("SQLite" in problem for problem in settings.production_problems())
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u:p@h:5432/d", "postgresql+psycopg://u:p@h:5432/d"),
+        ("postgresql://u@h/d", "postgresql+psycopg://u@h/d"),
+        ("postgresql+psycopg://u@h/d", "postgresql+psycopg://u@h/d"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+    ],
+)
+def test_database_urls_of_every_form(url, expected):
+    assert normalize_database_url(url) == expected
+
+
+def test_env_example_documents_every_setting():
+    source = (ROOT / "webapp/settings.py").read_text()
+    read = set(re.findall(r'config\(\s*"([A-Z_]+)"', source))
+    documented = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert read, "found no settings in settings.py"
+    assert read <= documented, read - documented
