@@ -202,3 +202,15 @@ def test_htmx_401_ignores_a_current_url_on_another_site(client):
         headers={"HX-Request": "true", "HX-Current-URL": "https://evil.example/phish"},
     )
     assert response.headers["hx-redirect"] == "/login?next=/"
+
+
+def test_home_varies_on_hx_request_for_guests_and_members(client):
+    guest_page = client.get("/")
+    guest_fragment = client.get("/", headers={"HX-Request": "true"})
+    assert guest_page.headers["vary"] == guest_fragment.headers["vary"] == "HX-Request"
+    assert guest_fragment.text.lstrip().startswith('<div id="guest"')
+    signed_in(client)
+    member_fragment = client.get("/", headers={"HX-Request": "true"})
+    assert member_fragment.headers["vary"] == "HX-Request"
+    assert member_fragment.text.lstrip().startswith('<div id="account"')
+    assert member_fragment.headers["cache-control"] == "no-store"

@@ -155,3 +155,12 @@ def test_full_update_requires_everything():
         "password",
         "current_password",
     }
+
+
+def test_password_length_counts_characters_after_nfc():
+    decomposed = "e\u0301" * 7  # seven "é" typed as e + combining accent: 14 code points
+    with pytest.raises(InvalidForm) as error:
+        parse_registration(
+            _registration(password=decomposed, confirm_password=decomposed), min_password_length=8
+        )
+    assert set(error.value.errors) == {"password"}

@@ -9,12 +9,16 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
-# What a lost or unreachable database raises; the app answers these with 503.
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (DBAPIError, PoolTimeoutError)
+# What a lost, unreachable or locked database raises; the app answers these with 503.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+)
 
 
 def normalize_database_url(url: str) -> str:

@@ -8,6 +8,7 @@ names each bad field.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -117,11 +118,16 @@ def email_key(email: str) -> str:
 
 
 def check_new_password(password: str, confirm: str, *, min_length: int) -> dict[str, str]:
-    """Errors for a new password and its confirmation (never trimmed)."""
+    """Errors for a new password and its confirmation (never trimmed).
+
+    Length counts characters as they will be hashed, after NFC normalisation, so
+    "é" typed as e + combining accent is one character, not two.
+    """
     errors = {}
-    if len(password) < min_length:
+    length = len(unicodedata.normalize("NFC", password))
+    if length < min_length:
         errors["password"] = f"Use at least {min_length} characters."
-    elif len(password) > MAX_PASSWORD_LENGTH:
+    elif length > MAX_PASSWORD_LENGTH:
         errors["password"] = f"Use at most {MAX_PASSWORD_LENGTH} characters."
     if "password" not in errors and confirm != password:
         errors["confirm_password"] = "The two passwords do not match."

@@ -1,24 +1,21 @@
 // Focus after htmx swaps, so keyboard and screen-reader users know what happened.
-// External file: the CSP allows no inline script.
+// An external file: the Content-Security-Policy allows no inline script.
 (function () {
   "use strict";
 
-  function focusAfterSwap(event) {
-    var target = event.target instanceof Element ? event.target : document;
-    var scope = document.getElementById("account") || document.getElementById("main");
+  document.addEventListener("htmx:after:swap", function () {
+    // A rejected form: the server marked the bad fields; start at the first one.
     var invalid = document.querySelector('[aria-invalid="true"]');
     if (invalid) {
       invalid.focus();
       return;
     }
-    // Success: the submitted form was replaced, so move focus to the updated profile
-    // heading; the flash region (aria-live) announces the message.
-    var heading = scope && scope.querySelector("#profile h2");
-    if (heading && target !== document) {
+    // A saved form was replaced, taking the focus with it: move it to the updated
+    // profile. The flash region (aria-live) announces what changed.
+    var heading = document.querySelector("#profile h2");
+    if (heading) {
       heading.setAttribute("tabindex", "-1");
       heading.focus();
     }
-  }
-
-  document.addEventListener("htmx:after:swap", focusAfterSwap);
+  });
 })();

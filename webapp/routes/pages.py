@@ -16,7 +16,7 @@ from webapp.templating import render_page
 async def home(request: Request) -> Response:
     user = signed_in_user(request)
     if user is None:
-        return render_page(request, "home.html")
+        return render_page(request, "home.html", partial="partials/guest.html")
     return render_page(
         request, "home.html", {"account": user.account}, partial="partials/account.html"
     )
