@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 
 from tests.conftest import csrf_token, login, patch_profile, register
 from webapp import accounts as accounts_module
 from webapp import db as db_module
-from webapp import security
+from webapp import hashing, security
 
 
 def _on_loop() -> bool:
@@ -51,3 +53,17 @@ def test_hashing_and_queries_run_in_worker_threads(client, app, monkeypatch):
     assert {"hash", "verify", "read", "write"} <= names
     on_loop = [name for name, loop in calls if loop]
     assert on_loop == [], f"ran on the event loop: {on_loop}"
+
+
+def test_bcrypt_runs_on_low_priority_threads():
+    seen: list[tuple[str, int]] = []
+
+    def probe() -> None:
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, 0)))
+
+    hashing._pool.submit(probe).result()
+    assert hashing.verify_password("pw", password_hash=hashing.hash_password("pw", rounds=4))
+    [(name, niceness)] = seen
+    assert name.startswith("bcrypt")
+    assert niceness == hashing.LOW_PRIORITY
+    assert os.getpriority(os.PRIO_PROCESS, 0) < hashing.LOW_PRIORITY

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from functools import lru_cache
 
 from starlette.authentication import (
     AuthCredentials,
@@ -20,12 +21,18 @@ from webapp.security import InvalidToken, TokenClaims, decode_token, encode_toke
 from webapp.settings import SESSION_LIFETIME
 
 
-@dataclass(frozen=True, slots=True)
 class TokenIssuer:
-    key: bytes
-    algorithm: str
-    issuer: str
-    audience: str
+    """Issues and reads our JWTs, with the key and claims from settings."""
+
+    def __init__(self, *, key: bytes, algorithm: str, issuer: str, audience: str) -> None:
+        self.key = key
+        self.algorithm = algorithm
+        self.issuer = issuer
+        self.audience = audience
+        # A browser sends the same token with every request for an hour: verify its
+        # signature and claims once. Only tokens that verified are kept (exceptions are
+        # not cached), so forged tokens cannot fill it; expiry is re-checked on each use.
+        self._verified = lru_cache(maxsize=4096)(self._decode)
 
     def issue(self, *, user_id: int, session_id: str, now: int) -> str:
         return encode_token(
@@ -40,6 +47,12 @@ class TokenIssuer:
         )
 
     def read(self, token: str) -> TokenClaims:
+        claims = self._verified(token)
+        if claims.expires_at <= time.time():
+            raise InvalidToken("expired")
+        return claims
+
+    def _decode(self, token: str) -> TokenClaims:
         return decode_token(
             token,
             key=self.key,

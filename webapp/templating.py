@@ -40,6 +40,8 @@ def create_templates(assets: StaticAssets) -> Jinja2Templates:
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
+        # Templates ship with the code: never stat the files again on each render.
+        auto_reload=False,
         trim_blocks=True,
         lstrip_blocks=True,
     )
