@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 import subprocess
 import sys
 
 import pytest
+from starlette.testclient import TestClient
 
 from tests.conftest import ROOT
 from webapp import settings as settings_module
+from webapp.app import create_app
 from webapp.db import normalize_database_url
 from webapp.settings import ConfigurationError, Settings
 
@@ -40,6 +44,42 @@ def test_start_up_stops_with_one_clear_line(tmp_path):
     assert len(lines) == 1, result.stderr
     assert "SECRET_KEY" in lines[0]
     assert "too-short" not in result.stderr
+
+
+def test_production_on_sqlite_stops_at_start_up_with_one_clear_line():
+    result = subprocess.run(
+        [sys.executable, "-c", "import webapp.app"],
+        cwd=ROOT,
+        env={"APP_ENV": "production", "SECRET_KEY": GOOD_KEY, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "SQLite" in lines[0]
+    assert "ALLOW_SQLITE_IN_PRODUCTION" in lines[0]
+
+
+def test_production_on_sqlite_runs_when_explicitly_allowed_and_warns(tmp_path, caplog):
+    settings = Settings(
+        app_env="production",
+        secret_key=GOOD_KEY,
+        database_url=f"sqlite:///{tmp_path / 'lasting.db'}",
+        allow_sqlite_in_production=True,
+        auto_migrate=True,
+    )
+    with pytest.raises(ConfigurationError, match="SQLite"):
+        create_app(dataclasses.replace(settings, allow_sqlite_in_production=False))
+    app = create_app(settings)
+    try:
+        with caplog.at_level(logging.WARNING, logger="webapp"), TestClient(app) as client:
+            assert client.get("/healthz").json() == {"status": "ok"}
+    finally:
+        app.state.services.db.dispose()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("SQLite" in message for message in warnings), warnings
 
 
 def test_development_generates_a_key_once_and_keeps_it(tmp_path, monkeypatch):

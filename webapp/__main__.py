@@ -38,6 +38,8 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
     from webapp.accounts import Accounts
     from webapp.db import Database, create_db_engine
     from webapp.forms import InvalidForm, parse_registration
@@ -56,6 +58,14 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     except InvalidForm as exc:
         for field, message in exc.errors.items():
             print(f"{field}: {message}", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:
+        # Unreachable, or not migrated yet: one line, never a traceback with the URL in it.
+        print(
+            f"webapp: the database cannot be used ({type(exc).__name__}); "
+            "is it reachable, and has `migrate` run?",
+            file=sys.stderr,
+        )
         return 1
     finally:
         db.dispose()

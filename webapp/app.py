@@ -7,6 +7,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -59,15 +60,25 @@ def build_services(settings: Settings) -> Services:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_environment()
+    if settings.is_production and settings.uses_sqlite and not settings.allow_sqlite_in_production:
+        raise ConfigurationError(
+            "APP_ENV=production on SQLite, whose file a PaaS loses at every restart: set "
+            "DATABASE_URL to PostgreSQL (or ALLOW_SQLITE_IN_PRODUCTION=true on a lasting disk)"
+        )
     app_services = build_services(settings)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if settings.is_production and settings.uses_sqlite:
             logger.warning(
-                "APP_ENV=production on SQLite: the database file is lost whenever the "
-                "platform replaces the disk. Set DATABASE_URL to PostgreSQL."
+                "APP_ENV=production on SQLite (ALLOW_SQLITE_IN_PRODUCTION=true): the database "
+                "file is lost whenever the platform replaces the disk."
             )
+        # Database work runs in worker threads, each holding at most one connection at a
+        # time: as many threads as pooled connections, so no thread waits for the pool.
+        to_thread.current_default_thread_limiter().total_tokens = (
+            settings.db_pool_size + settings.db_max_overflow
+        )
         if settings.auto_migrate:
             await run_in_threadpool(upgrade_to_head, settings.database_url)
         yield

@@ -22,6 +22,11 @@ def _valid_ip(text: str) -> str | None:
         return None
 
 
+def _joined(scope: Scope, name: bytes) -> str:
+    """Every line of a header, in order, as one comma-separated list (RFC 9110, 5.3)."""
+    return ",".join(value.decode("latin-1") for key, value in scope["headers"] if key == name)
+
+
 class TrustedProxyMiddleware:
     def __init__(self, app: ASGIApp, *, trusted: tuple[str, ...], hops: int) -> None:
         self.app = app
@@ -36,13 +41,12 @@ class TrustedProxyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and self._trusts(scope):
             # Mutate the scope in place: Starlette's outermost error handler holds the same dict.
-            headers = dict(scope["headers"])
-            proto = headers.get(b"x-forwarded-proto", b"").decode("latin-1").split(",")[-1].strip()
+            proto = _joined(scope, b"x-forwarded-proto").split(",")[-1].strip()
             if proto in ("http", "https"):
                 scope["scheme"] = (
                     proto if scope["type"] == "http" else ("wss" if proto == "https" else "ws")
                 )
-            forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+            forwarded = _joined(scope, b"x-forwarded-for")
             hops = [part.strip() for part in forwarded.split(",") if part.strip()]
             if hops:
                 address = _valid_ip(hops[-min(self.hops, len(hops))])

@@ -76,6 +76,8 @@ class Settings:
             found.append("PASSWORD_MIN_LENGTH must be between 1 and 1024")
         if self.forwarded_trusted_hops < 1:
             found.append("FORWARDED_TRUSTED_HOPS must be at least 1")
+        if self.db_pool_size < 1 or self.db_max_overflow < 0:
+            found.append("DB_POOL_SIZE must be at least 1 and DB_MAX_OVERFLOW at least 0")
         if not self.jwt_issuer or not self.jwt_audience:
             found.append("JWT_ISSUER and JWT_AUDIENCE must not be empty")
         return found
