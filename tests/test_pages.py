@@ -118,7 +118,7 @@ def test_healthz_503_when_the_database_does_not_answer(client, app, monkeypatch)
 def test_pages_answer_503_in_the_layout_when_the_database_is_gone(client, app, monkeypatch):
     signed_in(client)
 
-    def broken(**_kwargs: object) -> None:
+    async def broken(**_kwargs: object) -> None:
         raise OperationalError("SELECT", {}, Exception("connection refused"))
 
     monkeypatch.setattr(app.state.services.accounts, "load_session", broken)
@@ -132,7 +132,7 @@ def test_pages_answer_503_in_the_layout_when_the_database_is_gone(client, app, m
 def test_an_unexpected_error_is_a_plain_500_page(app, monkeypatch):
     browser = TestClient(app, raise_server_exceptions=False, follow_redirects=False)
 
-    def explode(*_args: object, **_kwargs: object) -> None:
+    async def explode(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(app.state.services.accounts, "register", explode)

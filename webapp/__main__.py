@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import sys
 from collections.abc import Sequence
@@ -54,7 +55,7 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     db = Database(create_db_engine(settings.database_url))
     try:
         registration = parse_registration(fields, min_password_length=settings.password_min_length)
-        account = Accounts(db, settings).register(registration)
+        account = asyncio.run(Accounts(db, settings).register(registration))
     except InvalidForm as exc:
         for field, message in exc.errors.items():
             print(f"{field}: {message}", file=sys.stderr)

@@ -1,9 +1,10 @@
 """The domain: register, sign in, load and end sessions, update profiles.
 
-Every method is synchronous and may hash with bcrypt: routes call them through
-`run_in_threadpool`, and bcrypt itself runs on the low-priority threads of
-`webapp.hashing`. bcrypt never runs inside a write transaction, so a slow hash
-never holds SQLite's write lock.
+The public methods are coroutines that keep the event loop free: database work
+runs in Starlette's worker threads (`run_in_threadpool`), and bcrypt on the
+low-priority threads of `webapp.hashing`, awaited, so a slow hash holds neither
+the loop nor a worker thread. bcrypt never runs inside a write transaction, so
+it never holds SQLite's write lock either.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select, update
+from starlette.concurrency import run_in_threadpool
 
 from webapp import throttle
 from webapp.db import Database
@@ -106,9 +108,14 @@ class Accounts:
 
     # -- registration ------------------------------------------------------
 
-    def register(self, registration: Registration) -> Account:
+    async def register(self, registration: Registration) -> Account:
         """Create the account; raises Taken (409) when the name or e-mail is in use."""
-        password_hash = hash_password(registration.password, rounds=self.settings.bcrypt_rounds)
+        password_hash = await hash_password(
+            registration.password, rounds=self.settings.bcrypt_rounds
+        )
+        return await run_in_threadpool(self._insert_user, registration, password_hash)
+
+    def _insert_user(self, registration: Registration, password_hash: str) -> Account:
         user = User(
             username=registration.username,
             username_key=registration.username.lower(),
@@ -156,9 +163,23 @@ class Accounts:
 
     # -- signing in and out ----------------------------------------------
 
-    def sign_in(self, signin: Signin, client: Client) -> NewSession:
+    async def sign_in(self, signin: Signin, client: Client) -> NewSession:
         """Check the password and open a session; raises SigninFailed or Throttled."""
-        now = utcnow()
+        user, account_key = await run_in_threadpool(self._signin_candidate, signin, client)
+        rounds = self.settings.bcrypt_rounds
+        stored_hash = user.password_hash if user else await dummy_hash(rounds)
+        if user is None or not await verify_password(signin.password, password_hash=stored_hash):
+            await run_in_threadpool(self._count_failure, account_key, client)
+            raise SigninFailed
+        new_hash = (
+            await hash_password(signin.password, rounds=rounds)
+            if needs_rehash(user.password_hash, rounds=rounds)
+            else None
+        )
+        return await run_in_threadpool(self._open_session, user, account_key, client, new_hash)
+
+    def _signin_candidate(self, signin: Signin, client: Client) -> tuple[User | None, str]:
+        """The account the identifier names (if any) and its throttling key; raises Throttled."""
         with self.db.reading() as session:
             user = session.exec(
                 select(User).where(
@@ -169,13 +190,14 @@ class Accounts:
                 )
             ).first()
             account_key = throttle.account_key(user.id if user else None, signin.identifier)
-            self._refuse_throttled(session, account_key, client, now)
-        rounds = self.settings.bcrypt_rounds
-        stored_hash = user.password_hash if user else dummy_hash(rounds)
-        if user is None or not verify_password(signin.password, password_hash=stored_hash):
-            self._count_failure(account_key, client)
-            raise SigninFailed
+            self._refuse_throttled(session, account_key, client, utcnow())
+        return user, account_key
+
+    def _open_session(
+        self, user: User, account_key: str, client: Client, new_hash: str | None
+    ) -> NewSession:
         assert user.id is not None
+        now = utcnow()
         expires_at = now + timedelta(seconds=SESSION_LIFETIME)
         row = UserSession(
             id=secrets.token_urlsafe(32),
@@ -184,11 +206,6 @@ class Accounts:
             expires_at=expires_at,
             user_agent=client.user_agent[:512],
             client_addr=client.address[:64],
-        )
-        new_hash = (
-            hash_password(signin.password, rounds=rounds)
-            if needs_rehash(user.password_hash, rounds=rounds)
-            else None
         )
         with self.db.writing() as session:
             session.add(row)
@@ -223,9 +240,16 @@ class Accounts:
                 now=utcnow(),
             )
 
-    def load_session(self, *, session_id: str, user_id: int) -> Account | None:
+    def _check_throttle(self, account_key: str, client: Client) -> None:
+        with self.db.reading() as session:
+            self._refuse_throttled(session, account_key, client, utcnow())
+
+    async def load_session(self, *, session_id: str, user_id: int) -> Account | None:
         """The account behind a live (unrevoked, unexpired) session, else None."""
-        # Runs on every signed-in request: one indexed query, no ORM objects.
+        return await run_in_threadpool(self._live_session, session_id, user_id)
+
+    def _live_session(self, session_id: str, user_id: int) -> Account | None:
+        # Runs on every signed-in request: one indexed query built once.
         with self.db.reading() as session:
             row = session.exec(
                 _LIVE_SESSION, params={"sid": session_id, "uid": user_id, "now": utcnow()}
@@ -236,8 +260,11 @@ class Accounts:
         assert found_id is not None
         return Account(id=found_id, username=username, email=email)
 
-    def sign_out(self, session_id: str) -> None:
+    async def sign_out(self, session_id: str) -> None:
         """Revoke one session; its token is refused from now on, on every worker."""
+        await run_in_threadpool(self._revoke, session_id)
+
+    def _revoke(self, session_id: str) -> None:
         with self.db.writing() as session:
             session.exec(
                 update(UserSession)
@@ -246,8 +273,11 @@ class Accounts:
                 .values(revoked_at=utcnow())
             )
 
-    def extend_session(self, session_id: str) -> datetime:
+    async def extend_session(self, session_id: str) -> datetime:
         """Give the session a fresh hour, for a re-issued cookie."""
+        return await run_in_threadpool(self._extend, session_id)
+
+    def _extend(self, session_id: str) -> datetime:
         expires_at = utcnow() + timedelta(seconds=SESSION_LIFETIME)
         with self.db.writing() as session:
             session.exec(
@@ -259,12 +289,11 @@ class Accounts:
 
     # -- profile ------------------------------------------------------------
 
-    def update_profile(
+    async def update_profile(
         self, account: Account, changes: ProfileChanges, *, session_id: str, client: Client
     ) -> ProfileUpdate:
         """Apply the changes; raises InvalidForm (422), Taken (409) or Throttled (429)."""
-        with self.db.reading() as session:
-            user = session.get(User, account.id)
+        user = await run_in_threadpool(self._get_user, account.id)
         if user is None:
             raise AccountGone
         assert user.id is not None
@@ -277,10 +306,24 @@ class Accounts:
             wanted["password"] = changes.password
         sensitive = "email" in wanted or "password" in wanted
         if sensitive or changes.current_password is not None:
-            self._check_current_password(user, changes.current_password, client)
+            await self._check_current_password(user, changes.current_password, client)
         if not wanted:
             return ProfileUpdate(_account(user))
+        new_hash = (
+            await hash_password(wanted["password"], rounds=self.settings.bcrypt_rounds)
+            if "password" in wanted
+            else None
+        )
+        return await run_in_threadpool(self._apply_changes, user, wanted, new_hash, session_id)
 
+    def _get_user(self, user_id: int) -> User | None:
+        with self.db.reading() as session:
+            return session.get(User, user_id)
+
+    def _apply_changes(
+        self, user: User, wanted: dict[str, str], new_hash: str | None, session_id: str
+    ) -> ProfileUpdate:
+        assert user.id is not None
         new_username_key = wanted["username"].lower() if "username" in wanted else None
         new_email_key = email_key(wanted["email"]) if "email" in wanted else None
         values: dict[str, object] = {"updated_at": utcnow()}
@@ -288,10 +331,8 @@ class Accounts:
             values |= {"username": wanted["username"], "username_key": new_username_key}
         if new_email_key is not None:
             values |= {"email": wanted["email"], "email_key": new_email_key}
-        if "password" in wanted:
-            values["password_hash"] = hash_password(
-                wanted["password"], rounds=self.settings.bcrypt_rounds
-            )
+        if new_hash is not None:
+            values["password_hash"] = new_hash
         try:
             with self.db.writing() as session:
                 self._refuse_taken(session, new_username_key, new_email_key, user_id=user.id)
@@ -316,14 +357,16 @@ class Accounts:
         )
         return ProfileUpdate(updated, frozenset(wanted))
 
-    def _check_current_password(self, user: User, candidate: str | None, client: Client) -> None:
+    async def _check_current_password(
+        self, user: User, candidate: str | None, client: Client
+    ) -> None:
+        """The current password counts like a sign-in: throttled, failures recorded."""
         if candidate is None:
             raise InvalidForm({"current_password": CURRENT_PASSWORD_NEEDED})
         account_key = throttle.account_key(user.id, user.username)
-        with self.db.reading() as session:
-            self._refuse_throttled(session, account_key, client, utcnow())
-        if not verify_password(candidate, password_hash=user.password_hash):
-            self._count_failure(account_key, client)
+        await run_in_threadpool(self._check_throttle, account_key, client)
+        if not await verify_password(candidate, password_hash=user.password_hash):
+            await run_in_threadpool(self._count_failure, account_key, client)
             raise InvalidForm({"current_password": CURRENT_PASSWORD_WRONG})
 
 

@@ -11,7 +11,6 @@ from starlette.authentication import (
     AuthenticationError,
     BaseUser,
 )
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from webapp.accounts import Account, Accounts
@@ -109,9 +108,9 @@ class JWTCookieBackend(AuthenticationBackend):
         except InvalidToken:
             return None
         try:
-            # The revocation check is a database read: off the event loop.
-            account = await run_in_threadpool(
-                self.accounts.load_session, session_id=claims.session_id, user_id=claims.user_id
+            # The revocation check is a database read, done in a worker thread.
+            account = await self.accounts.load_session(
+                session_id=claims.session_id, user_id=claims.user_id
             )
         except UNAVAILABLE_ERRORS as exc:
             raise DatabaseUnavailable("database unavailable") from exc

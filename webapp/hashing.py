@@ -11,6 +11,7 @@ kernel instead of here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -40,16 +41,18 @@ _pool = ThreadPoolExecutor(
 )
 
 
-def hash_password(password: str, *, rounds: int) -> str:
-    """security.hash_password on a low-priority thread; blocks the calling (worker) thread."""
-    return _pool.submit(security.hash_password, password, rounds=rounds).result()
+async def hash_password(password: str, *, rounds: int) -> str:
+    """security.hash_password on a low-priority thread, awaited."""
+    return await asyncio.wrap_future(_pool.submit(security.hash_password, password, rounds=rounds))
 
 
-def verify_password(password: str, *, password_hash: str) -> bool:
-    """security.verify_password on a low-priority thread; blocks the calling (worker) thread."""
-    return _pool.submit(security.verify_password, password, password_hash=password_hash).result()
+async def verify_password(password: str, *, password_hash: str) -> bool:
+    """security.verify_password on a low-priority thread, awaited."""
+    return await asyncio.wrap_future(
+        _pool.submit(security.verify_password, password, password_hash=password_hash)
+    )
 
 
-def dummy_hash(rounds: int) -> str:
-    """security.dummy_hash (made once per cost) on a low-priority thread."""
-    return _pool.submit(security.dummy_hash, rounds).result()
+async def dummy_hash(rounds: int) -> str:
+    """security.dummy_hash (made once per cost) on a low-priority thread, awaited."""
+    return await asyncio.wrap_future(_pool.submit(security.dummy_hash, rounds))

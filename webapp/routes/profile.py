@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -65,8 +64,7 @@ async def _update(request: Request, *, every_field_required: bool) -> Response:
             every_field_required=every_field_required,
             min_password_length=app.settings.password_min_length,
         )
-        update = await run_in_threadpool(
-            app.accounts.update_profile,
+        update = await app.accounts.update_profile(
             user.account,
             changes,
             session_id=user.session_id,
@@ -96,7 +94,7 @@ async def _update(request: Request, *, every_field_required: bool) -> Response:
     response = _render_account(request, update.account, message=_success_message(update))
     if "username" in update.changed:
         # The session lives on under the new name, with a freshly issued cookie.
-        await run_in_threadpool(app.accounts.extend_session, user.session_id)
+        await app.accounts.extend_session(user.session_id)
         token = app.tokens.issue(
             user_id=update.account.id, session_id=user.session_id, now=int(time.time())
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -46,7 +45,7 @@ async def register(request: Request) -> Response:
         registration = parse_registration(
             fields, min_password_length=app.settings.password_min_length
         )
-        await run_in_threadpool(app.accounts.register, registration)
+        await app.accounts.register(registration)
     except InvalidForm as exc:
         return render_page(
             request,
@@ -93,7 +92,7 @@ async def login(request: Request) -> Response:
         form = FormState(_kept(fields, "username"), exc.errors)
         return _login_form(request, form, next_url, status_code=422)
     try:
-        new_session = await run_in_threadpool(app.accounts.sign_in, signin, client_of(request))
+        new_session = await app.accounts.sign_in(signin, client_of(request))
     except SigninFailed:
         # Nothing typed is echoed, so an unknown name and a wrong password read the same.
         return _login_form(request, FormState(), next_url, status_code=401, message=SIGNIN_FAILED)
@@ -126,7 +125,7 @@ async def logout(request: Request) -> Response:
     require_csrf(request, fields, key=app.csrf_key)
     user = signed_in_user(request)
     if user is not None:
-        await run_in_threadpool(app.accounts.sign_out, user.session_id)
+        await app.accounts.sign_out(user.session_id)
     response = see_other(request, "/")
     clear_session_cookie(response, request)
     state = browser_state(request)
