@@ -3,7 +3,7 @@
 (function () {
   "use strict";
 
-  document.addEventListener("htmx:after:swap", function () {
+  document.addEventListener("htmx:after:swap", function (event) {
     // A rejected form: the server marked the bad fields; start at the first one.
     var invalid = document.querySelector('[aria-invalid="true"]');
     if (invalid) {
@@ -16,6 +16,18 @@
     if (heading) {
       heading.setAttribute("tabindex", "-1");
       heading.focus();
+      return;
+    }
+    // Anything else (a failed sign-in): if the clicked button left with the old form,
+    // focus fell back to <body>; put it on the new form's first field instead. The
+    // form's role="alert" message is announced.
+    var active = document.activeElement;
+    var swapped = event.target;
+    if ((!active || active === document.body) && swapped instanceof Element) {
+      var field = swapped.querySelector("input:not([type=hidden])");
+      if (field) {
+        field.focus();
+      }
     }
   });
 })();
