@@ -160,3 +160,23 @@ def test_get_register_with_htmx_returns_the_partial(client: TestClient):
     response = client.get("/register", headers={"HX-Request": "true"})
     assert response.status_code == 200
     assert response.text.lstrip().startswith('<form id="register-form"')
+
+
+def test_unread_flashes_do_not_grow_the_cookie_without_bound(client):
+    token = csrf_token(client, "/register")
+    for index in range(8):
+        response = client.post(
+            "/register",
+            data={
+                "username": f"user{index}",
+                "email": f"user{index}@example.com",
+                "password": PASSWORD,
+                "confirm_password": PASSWORD,
+                "csrf_token": token,
+            },
+        )
+        assert response.status_code == 303
+    cookie = client.cookies["browser"]
+    assert len(cookie) < 1024
+    page = client.get("/login").text
+    assert page.count("New account created") == 3

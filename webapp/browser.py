@@ -22,6 +22,7 @@ COOKIE = "browser"
 # 30 days, in seconds: a browser that stays away longer starts afresh.
 MAX_AGE = 30 * 24 * 3600
 FlashLevel = Literal["success", "info", "error"]
+MAX_FLASHES = 3
 
 
 class Flash(TypedDict):
@@ -47,7 +48,9 @@ class BrowserState:
         self.modified = True
 
     def add_flash(self, level: FlashLevel, text: str) -> None:
-        self.flashes.append(Flash(level=level, text=text))
+        # A client that never loads a page (curl in a loop) must not grow the cookie
+        # past what browsers keep (4 KiB): only the newest few wait.
+        self.flashes = [*self.flashes[-(MAX_FLASHES - 1) :], Flash(level=level, text=text)]
         self.modified = True
 
     def pop_flashes(self) -> list[Flash]:

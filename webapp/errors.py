@@ -85,6 +85,8 @@ def error_response(
         response = PlainTextResponse(text, status_code=status_code)
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    # htmx requests get a fragment, others the page.
+    response.headers.add_vary_header("HX-Request")
     return response
 
 
