@@ -13,7 +13,6 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select, update
 from starlette.concurrency import run_in_threadpool
@@ -85,15 +84,13 @@ class AccountGone(Exception):
     """The signed-in user no longer exists."""
 
 
-# The revocation check of every signed-in request, built once.
-_LIVE_SESSION = (
-    select(User.id, User.username, User.email)
-    .join(UserSession, col(UserSession.user_id) == col(User.id))
-    .where(col(UserSession.id) == bindparam("sid"))
-    .where(col(User.id) == bindparam("uid"))
-    .where(col(UserSession.revoked_at).is_(None))
-    .where(col(UserSession.expires_at) > bindparam("now"))
-)
+# The revocation check of every signed-in request.
+_LIVE_SESSION_SQL = """
+SELECT users.id, users.username, users.email
+FROM user_sessions JOIN users ON users.id = user_sessions.user_id
+WHERE user_sessions.id = :sid AND users.id = :uid
+  AND user_sessions.revoked_at IS NULL AND user_sessions.expires_at > :now
+"""
 
 
 def _account(user: User) -> Account:
@@ -105,6 +102,10 @@ class Accounts:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
+        self._live_session_query = db.fast_read(
+            _LIVE_SESSION_SQL,
+            {"now": UserSession.__table__.c["expires_at"].type},  # type: ignore[attr-defined]
+        )
 
     # -- registration ------------------------------------------------------
 
@@ -249,11 +250,8 @@ class Accounts:
         return await run_in_threadpool(self._live_session, session_id, user_id)
 
     def _live_session(self, session_id: str, user_id: int) -> Account | None:
-        # Runs on every signed-in request: one indexed query built once.
-        with self.db.reading() as session:
-            row = session.exec(
-                _LIVE_SESSION, params={"sid": session_id, "uid": user_id, "now": utcnow()}
-            ).first()
+        # Runs on every signed-in request: one indexed lookup by primary key.
+        row = self._live_session_query.first({"sid": session_id, "uid": user_id, "now": utcnow()})
         if row is None:
             return None
         found_id, username, email = row

@@ -23,7 +23,6 @@ from webapp.db import Database, create_db_engine
 from webapp.headers import SecurityHeadersMiddleware
 from webapp.proxy import TrustedProxyMiddleware
 from webapp.routes import pages, profile, sessions
-from webapp.schema import upgrade_to_head
 from webapp.security import derive_key
 from webapp.services import Services
 from webapp.settings import PROJECT_DIR, ConfigurationError, Settings
@@ -80,6 +79,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.db_pool_size + settings.db_max_overflow
         )
         if settings.auto_migrate:
+            # Imported here: a production worker (migrated in the release phase) never
+            # loads Alembic, which would cost it some 10 MB.
+            from webapp.schema import upgrade_to_head
+
             await run_in_threadpool(upgrade_to_head, settings.database_url)
         yield
         app_services.db.dispose()

@@ -8,7 +8,9 @@ per request.
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal, TypedDict
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -69,6 +71,9 @@ class BrowserCookieMiddleware:
     def __init__(self, app: ASGIApp, *, signing_key: bytes) -> None:
         self.app = app
         self.serializer = URLSafeTimedSerializer(signing_key, salt="browser")
+        # A browser sends the same cookie with every request until it changes: check
+        # its signature once. Only values that verified are kept (errors are not).
+        self._verified = lru_cache(maxsize=4096)(self._verify)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,14 +98,22 @@ class BrowserCookieMiddleware:
         if not raw:
             return BrowserState()
         try:
-            payload = self.serializer.loads(raw, max_age=MAX_AGE)
+            browser_id, flashes, signed_at = self._verified(raw)
         except BadSignature:
             return BrowserState()
-        if not isinstance(payload, dict):
+        if time.time() - signed_at > MAX_AGE:
             return BrowserState()
+        return BrowserState(browser_id=browser_id, flashes=list(flashes))
+
+    def _verify(self, raw: str) -> tuple[str | None, tuple[Flash, ...], float]:
+        """What a cookie value holds, if we signed it; raises BadSignature."""
+        payload, signed_at = self.serializer.loads(raw, max_age=MAX_AGE, return_timestamp=True)
+        if not isinstance(payload, dict):
+            raise BadSignature("not a browser cookie")
         browser_id = payload.get("id")
         flashes = payload.get("flash")
-        return BrowserState(
-            browser_id=browser_id if isinstance(browser_id, str) else None,
-            flashes=flashes if isinstance(flashes, list) else [],
+        return (
+            browser_id if isinstance(browser_id, str) else None,
+            tuple(flashes) if isinstance(flashes, list) else (),
+            signed_at.timestamp(),
         )

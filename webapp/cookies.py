@@ -15,7 +15,8 @@ SESSION_COOKIE = "access_token"
 
 
 def is_https(conn: HTTPConnection) -> bool:
-    return conn.url.scheme == "https"
+    # The scope's scheme, after trusted-proxy handling; conn.url would build a whole URL.
+    return bool(conn.scope["scheme"] == "https")
 
 
 def cookie_name(base: str, conn: HTTPConnection) -> str:

@@ -3,14 +3,16 @@ call it from a thread (a `def` endpoint or `run_in_threadpool`), never on the lo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Session
 
 # What a lost, unreachable or locked database raises; the app answers these with 503.
@@ -75,8 +77,63 @@ def _configure_sqlite(engine: Engine) -> None:
     def on_begin(connection: Connection) -> None:
         # A writer takes its lock up front so busy_timeout applies, instead of
         # failing with "database is locked" when it upgrades a read lock.
-        immediate = connection.get_execution_options().get("sqlite_immediate", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if connection.get_execution_options().get("sqlite_immediate", False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers stay in autocommit: each SELECT sees one consistent snapshot, and
+        # the BEGIN/ROLLBACK pair would cost as much as the query itself.
+
+
+class FastRead:
+    """One hot, fixed read that skips SQLAlchemy's execution machinery.
+
+    The statement is written once in `:name` style and handed to the driver's own
+    cursor; values of `binds` go through their column type's bind processor, so a
+    datetime is stored and compared exactly as the ORM writes it. On the path of
+    every signed-in request this is a fifth of the cost of a Core `execute`.
+    """
+
+    def __init__(self, engine: Engine, sql: str, binds: dict[str, TypeEngine[Any]]) -> None:
+        self.engine = engine
+        dialect = engine.dialect
+        # sqlite3 takes :name; psycopg wants %(name)s.
+        self.sql = re.sub(r":(\w+)", r"%(\1)s", sql) if dialect.paramstyle == "pyformat" else sql
+        self.processors = {
+            name: processor
+            for name, type_ in binds.items()
+            if (processor := type_.bind_processor(dialect)) is not None
+        }
+
+    def first(self, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row, or None; driver errors come out as SQLAlchemy's, as elsewhere."""
+        for name, processor in self.processors.items():
+            params[name] = processor(params[name])
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            connection = self.engine.raw_connection()
+        except dbapi_error as exc:
+            raise self._wrapped(exc, params) from exc
+        try:
+            cursor = connection.cursor()
+            cursor.execute(self.sql, params)
+            row = cursor.fetchone()
+            cursor.close()
+        except dbapi_error as exc:
+            # The connection may be dead (database restarted): never reuse it.
+            connection.invalidate(exc)
+            raise self._wrapped(exc, params) from exc
+        finally:
+            connection.close()  # back to the pool, rolled back
+        return tuple(row) if row is not None else None
+
+    def _wrapped(self, exc: Exception, params: dict[str, Any]) -> StatementError:
+        return DBAPIError.instance(
+            self.sql,
+            params,
+            exc,
+            self.engine.dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            dialect=self.engine.dialect,
+        )
 
 
 class Database:
@@ -96,6 +153,9 @@ class Database:
         """A transaction that commits when the block ends, or rolls back on any error."""
         with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+    def fast_read(self, sql: str, binds: dict[str, TypeEngine[Any]]) -> FastRead:
+        return FastRead(self.engine, sql, binds)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:

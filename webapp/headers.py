@@ -32,14 +32,19 @@ _ALWAYS = (
 )
 
 
+_RAW_ALWAYS = [(name.encode(), value.encode()) for name, value in _ALWAYS]
+# Pages carry per-browser CSRF tokens and, signed in, private data: never cache
+# them anywhere. Static assets set their own long-lived Cache-Control.
+_RAW_DEFAULTS = [(b"cache-control", b"no-store")]
+_RAW_HSTS = [(b"strict-transport-security", HSTS.encode())]
+
+
 def add_security_headers(headers: MutableHeaders, scheme: str) -> None:
-    for name, value in _ALWAYS:
-        headers.setdefault(name, value)
-    if scheme == "https":
-        headers.setdefault("strict-transport-security", HSTS)
-    # Pages carry per-browser CSRF tokens and, signed in, private data: never cache
-    # them anywhere. Static assets set their own long-lived Cache-Control.
-    headers.setdefault("cache-control", "no-store")
+    """Add what the response does not set itself (raw header list, edited in place)."""
+    raw = headers.raw
+    present = {name.lower() for name, _value in raw}
+    extra = _RAW_ALWAYS + _RAW_DEFAULTS + (_RAW_HSTS if scheme == "https" else [])
+    raw.extend(item for item in extra if item[0] not in present)
 
 
 class SecurityHeadersMiddleware:

@@ -18,7 +18,11 @@ async def home(request: Request) -> Response:
     if user is None:
         return render_page(request, "home.html", partial="partials/guest.html")
     return render_page(
-        request, "home.html", {"account": user.account}, partial="partials/account.html"
+        request,
+        "home.html",
+        {"account": user.account},
+        partial="partials/account.html",
+        reusable=True,
     )
 
 
