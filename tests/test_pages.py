@@ -214,3 +214,11 @@ def test_home_varies_on_hx_request_for_guests_and_members(client):
     assert member_fragment.headers["vary"] == "HX-Request"
     assert member_fragment.text.lstrip().startswith('<div id="account"')
     assert member_fragment.headers["cache-control"] == "no-store"
+
+
+def test_static_assets_are_served_brotli_when_accepted(client):
+    html = client.get("/").text
+    [js_url] = re.findall(r'src="(/static/vendor/htmx/htmx\.min\.js\?v=[0-9a-f]+)"', html)
+    response = client.get(js_url, headers={"Accept-Encoding": "gzip, br"})
+    assert response.headers["content-encoding"] == "br"
+    assert response.content == (ROOT / "static/vendor/htmx/htmx.min.js").read_bytes()

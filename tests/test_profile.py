@@ -351,3 +351,39 @@ def test_method_overrides_are_never_honoured(client, app, override):
     response = client.post("/partial/alice", data=override["data"], headers=headers)
     assert response.status_code == 405
     assert _user(app)[1] == "alice@example.com"
+
+
+@pytest.mark.parametrize(
+    ("accept", "coding"),
+    [("gzip, deflate, br, zstd", "br"), ("gzip", "gzip"), ("identity", None), ("br;q=0", None)],
+)
+def test_update_fragments_are_compressed_as_accepted(client, accept, coding):
+    token = signed_in(client)
+    response = client.patch(
+        "/partial/alice",
+        data={"email": "new@example.com", "current_password": PASSWORD},
+        headers={"X-CSRF-Token": token, "HX-Request": "true", "Accept-Encoding": accept},
+    )
+    assert response.status_code == 200
+    assert response.headers.get("content-encoding") == coding
+    assert "new@example.com" in response.text  # decoded by the client
+
+
+def test_pages_with_reflected_input_are_never_compressed(client):
+    # GET /login reflects `next` beside the CSRF token: compressing it would open BREACH.
+    response = client.get("/login?next=/abc", headers={"Accept-Encoding": "br, gzip"})
+    assert "content-encoding" not in response.headers
+    signed_in(client)
+    assert "content-encoding" not in client.get("/", headers={"Accept-Encoding": "br"}).headers
+
+
+def test_the_update_answers_profile_and_both_forms_out_of_band(client):
+    token = signed_in(client)
+    html = patch_profile(
+        client, "alice", token, email="new@example.com", current_password=PASSWORD
+    ).text
+    assert html.lstrip().startswith('<section id="profile"')
+    assert '<form id="partial-form"' in html
+    assert '<form id="full-form"' in html
+    assert html.count('hx-swap-oob="true"') == 2  # both forms; no rename, so no welcome
+    assert 'id="welcome"' not in html

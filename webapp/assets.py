@@ -1,4 +1,4 @@
-"""Static files served from memory: gzip-compressed once, content-hashed URLs, cached a year.
+"""Static files served from memory: compressed once, content-hashed URLs, cached a year.
 
 The set of files is small and fixed at deploy time, so reading, hashing and
 compressing them once at start-up is cheaper than doing any of it per request.
@@ -6,15 +6,17 @@ compressing them once at start-up is cheaper than doing any of it per request.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import mimetypes
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
+
+from webapp.compression import Encoding, compress, negotiate
 
 # A year, in seconds: a versioned URL never changes content.
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -26,20 +28,29 @@ _COMPRESSIBLE = ("text/", "application/javascript", "image/svg+xml", "applicatio
 @dataclass(frozen=True, slots=True)
 class Asset:
     body: bytes
-    gzipped: bytes | None
+    # The same body per content coding, where compressing pays.
+    encoded: dict[Encoding, bytes]
     media_type: str
     version: str
 
 
 def _load(path: Path) -> Asset:
+    stat = path.stat()
+    return _load_version(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=256)
+def _load_version(path: Path, _mtime_ns: int, _size: int) -> Asset:
+    """One file as it is now; brotli at its best is slow, so each version is read once
+    per process however many apps (tests build one each) serve it."""
     body = path.read_bytes()
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if media_type.startswith("text/") or media_type == "application/javascript":
         media_type += "; charset=utf-8"
-    gzipped = None
+    encoded: dict[Encoding, bytes] = {}
     if media_type.startswith(_COMPRESSIBLE) and len(body) > 256:
-        gzipped = gzip.compress(body, compresslevel=9, mtime=0)
-    return Asset(body, gzipped, media_type, hashlib.sha256(body).hexdigest()[:12])
+        encoded = {coding: compress(body, coding, best=True) for coding in ("br", "gzip")}
+    return Asset(body, encoded, media_type, hashlib.sha256(body).hexdigest()[:12])
 
 
 class StaticAssets:
@@ -78,9 +89,10 @@ class StaticAssets:
             return
         body = asset.body
         extra = [(b"content-type", asset.media_type.encode())]
-        if asset.gzipped is not None and "gzip" in headers.get("accept-encoding", ""):
-            body = asset.gzipped
-            extra.append((b"content-encoding", b"gzip"))
+        encoding = negotiate(headers.get("accept-encoding", ""))
+        if encoding in asset.encoded:
+            body = asset.encoded[encoding]
+            extra.append((b"content-encoding", encoding.encode()))
         await _respond(send, 200, body, common + extra, method)
 
 

@@ -17,6 +17,8 @@ from starlette.templating import Jinja2Templates
 from webapp.assets import StaticAssets
 from webapp.auth import signed_in_user
 from webapp.browser import Flash, FlashLevel, browser_state
+from webapp.compression import compress as compressed
+from webapp.compression import negotiate
 from webapp.csrf import token_for
 from webapp.htmx import htmx_details
 from webapp.services import services
@@ -58,14 +60,20 @@ def form_field(
     """
     error = form.errors.get(name)
     input_id = f"{prefix}-{name}"
-    star = ' <span class="required" aria-hidden="true">*</span>' if required else ""
-    html = f'<div class="field{" field-invalid" if error else ""}">'
-    html += f'<label for="{input_id}">{escape(label)}{star}</label>'
+    classes = (
+        "field" + (" field-required" if required else "") + (" field-invalid" if error else "")
+    )
+    html = f'<div class="{classes}">'
+    html += f'<label for="{input_id}">{escape(label)}</label>'
     if hint:
         html += f'<p class="hint" id="{input_id}-hint">{escape(hint)}</p>'
-    html += f'<input id="{input_id}" name="{name}" type="{type}" autocomplete="{autocomplete}"'
-    if type != "password":
-        html += f' value="{escape(form.values.get(name, value or ""))}"'
+    html += f'<input id="{input_id}" name="{name}"'
+    if type != "text":
+        html += f' type="{type}"'
+    html += f' autocomplete="{autocomplete}"'
+    shown = "" if type == "password" else form.values.get(name, value or "")
+    if shown:
+        html += f' value="{escape(shown)}"'
     if required:
         html += " required"
     if error:
@@ -171,11 +179,23 @@ def render_fragment(
     *,
     status_code: int = 200,
     flashes: list[Flash] | None = None,
+    compress: bool = False,
 ) -> Response:
-    """A partial, followed by the flash region swapped out of band when there is news."""
+    """A partial, followed by the flash region swapped out of band when there is news.
+
+    `compress` compresses it as the client accepts. Only for answers to requests
+    that passed the CSRF check: what they reflect was sent by someone who already
+    holds this session's token, so compression cannot leak it (BREACH).
+    """
     templates = services(request).templates
     full_context = {"request": request, **_common_context(request), **(context or {})}
     html = templates.get_template(name).render(full_context)
     if flashes:
         html += templates.get_template("partials/flash.html").render(flashes=flashes, oob=True)
-    return HTMLResponse(html, status_code=status_code)
+    encoding = negotiate(request.headers.get("accept-encoding", "")) if compress else None
+    if encoding is None:
+        return HTMLResponse(html, status_code=status_code)
+    response = HTMLResponse(compressed(html.encode(), encoding), status_code=status_code)
+    # No Vary: Accept-Encoding: the answer is no-store, so no cache ever keeps it.
+    response.headers["content-encoding"] = encoding
+    return response

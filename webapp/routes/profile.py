@@ -24,20 +24,23 @@ FIELD_NAMES = {"username": "username", "email": "e-mail", "password": "password"
 NOT_CHANGED = "Nothing was changed: see the marked fields."
 
 
-def _render_account(
+def _render_update(
     request: Request,
     account: Account,
     *,
     forms: dict[str, FormState] | None = None,
     message: Flash,
     status_code: int = 200,
+    renamed: bool = False,
 ) -> Response:
     return render_fragment(
         request,
-        "partials/account.html",
-        {"account": account, "forms": forms or {}, "oob_username": True},
+        "partials/profile_update.html",
+        {"account": account, "forms": forms or {}, "renamed": renamed},
         status_code=status_code,
         flashes=[message],
+        # Only after require_csrf: see render_fragment.
+        compress=True,
     )
 
 
@@ -71,7 +74,7 @@ async def _update(request: Request, *, every_field_required: bool) -> Response:
             client=client_of(request),
         )
     except InvalidForm as exc:
-        return _render_account(
+        return _render_update(
             request,
             user.account,
             forms={form_name: FormState(kept, exc.errors)},
@@ -80,7 +83,7 @@ async def _update(request: Request, *, every_field_required: bool) -> Response:
         )
     except Throttled as exc:
         wait = f"Too many wrong passwords. Try again in {-(-exc.retry_after // 60)} minute(s)."
-        response = _render_account(
+        response = _render_update(
             request,
             user.account,
             forms={form_name: FormState(kept, {"current_password": wait})},
@@ -91,8 +94,11 @@ async def _update(request: Request, *, every_field_required: bool) -> Response:
         return response
     except AccountGone:
         raise NotSignedIn from None
-    response = _render_account(request, update.account, message=_success_message(update))
-    if "username" in update.changed:
+    renamed = "username" in update.changed
+    response = _render_update(
+        request, update.account, message=_success_message(update), renamed=renamed
+    )
+    if renamed:
         # The session lives on under the new name, with a freshly issued cookie.
         await app.accounts.extend_session(user.session_id)
         token = app.tokens.issue(
