@@ -148,7 +148,9 @@ class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; `close()` is an outage, `open()` the repair.
 
     Closing stops listening (new connections are refused) and drops every live
-    connection, as a database restart or a lost network path does.
+    connection, as a database restart or a lost network path does. `silence()` is
+    the nastier outage: connections stay up and new ones are accepted, but nothing
+    is forwarded any more, as when a firewall starts dropping packets.
     """
 
     # Seconds between checks of the stop flag by the blocking socket calls.
@@ -162,6 +164,7 @@ class TcpProxy:
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
         self._stop = threading.Event()
+        self._silent = threading.Event()
 
     @property
     def is_open(self) -> bool:
@@ -178,7 +181,12 @@ class TcpProxy:
         self._listener = listener
         self._start(self._accept_loop, listener, self._stop)
 
+    def silence(self) -> None:
+        """Keep every connection, answer nothing; `close()` then `open()` to end it."""
+        self._silent.set()
+
     def close(self) -> None:
+        self._silent.clear()
         listener, self._listener = self._listener, None
         if listener is None:
             return
@@ -209,6 +217,11 @@ class TcpProxy:
                 continue
             except OSError:
                 return
+            if self._silent.is_set():
+                # Accepted by the kernel, never answered: held until close().
+                with self._lock:
+                    self._connections.append(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=2)
             except OSError:
@@ -222,11 +235,16 @@ class TcpProxy:
                     _drop(upstream)
                     return
                 self._connections += [client, upstream]
-            self._start(self._pump, client, upstream, stop)
-            self._start(self._pump, upstream, client, stop)
+            self._start(self._pump, client, upstream, stop, self._silent)
+            self._start(self._pump, upstream, client, stop, self._silent)
 
     @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, stop: threading.Event) -> None:
+    def _pump(
+        source: socket.socket,
+        sink: socket.socket,
+        stop: threading.Event,
+        silent: threading.Event,
+    ) -> None:
         while not stop.is_set():
             try:
                 data = source.recv(65536)
@@ -236,6 +254,8 @@ class TcpProxy:
                 break
             if not data:
                 break
+            if silent.is_set():
+                continue  # swallowed: the other side waits for an answer forever
             try:
                 sink.sendall(data)
             except OSError:

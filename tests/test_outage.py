@@ -184,3 +184,41 @@ def test_an_outage_answers_503_quickly_and_the_app_recovers(outage: Outage) -> N
     after = outage.counts()
     assert after["users"] == before["users"] + 1
     assert after["user_sessions"] == before["user_sessions"] + 1
+
+
+def test_a_silent_database_answers_503_within_the_bound(outage: Outage) -> None:
+    """No refusal, no reset, just silence: reads give up at their deadline."""
+    server = outage.server
+    with _browser(server) as alice, _browser(server) as guest:
+        _sign_up_and_in(alice, "alice")
+        login_token = page_token(guest, "/login")
+        sends = {
+            "healthz": lambda: guest.get("/healthz"),
+            "GET / signed in": lambda: alice.get("/"),
+            "POST /login": lambda: guest.post(
+                "/login",
+                data={"username": "alice", "password": PASSWORD, "csrf_token": login_token},
+            ),
+        }
+        outage.proxy.silence()
+        times: dict[str, list[float]] = {}
+        # Twice: first a pooled connection goes quiet, then new connections hang.
+        for _ in range(2):
+            for name, send in sends.items():
+                response, elapsed = _timed(send)
+                times.setdefault(name, []).append(elapsed)
+                assert response.status_code == 503, (name, response.text[:200])
+                if name != "healthz":
+                    _assert_error_page(response)
+        print("\ntime to 503 while the database is silent (s):")
+        for name, figures in times.items():
+            print(f"  {name:18} " + "  ".join(f"{figure:.3f}" for figure in figures))
+        assert max(max(figures) for figures in times.values()) < BOUND, times
+
+        outage.proxy.close()
+        outage.proxy.open()
+        response, recovered = _timed(sends["GET / signed in"])
+        assert response.status_code == 200
+        assert "Welcome, alice" in response.text
+        print(f"first signed-in page after the silence: {recovered:.3f} s")
+    assert server.process.poll() is None, "the server restarted or died"

@@ -18,7 +18,7 @@ from sqlmodel import Session, col, or_, select, update
 from starlette.concurrency import run_in_threadpool
 
 from webapp import throttle
-from webapp.db import Database
+from webapp.db import Database, read_in_thread
 from webapp.forms import (
     InvalidForm,
     ProfileChanges,
@@ -166,7 +166,7 @@ class Accounts:
 
     async def sign_in(self, signin: Signin, client: Client) -> NewSession:
         """Check the password and open a session; raises SigninFailed or Throttled."""
-        user, account_key = await run_in_threadpool(self._signin_candidate, signin, client)
+        user, account_key = await read_in_thread(self._signin_candidate, signin, client)
         rounds = self.settings.bcrypt_rounds
         stored_hash = user.password_hash if user else await dummy_hash(rounds)
         if user is None or not await verify_password(signin.password, password_hash=stored_hash):
@@ -247,7 +247,7 @@ class Accounts:
 
     async def load_session(self, *, session_id: str, user_id: int) -> Account | None:
         """The account behind a live (unrevoked, unexpired) session, else None."""
-        return await run_in_threadpool(self._live_session, session_id, user_id)
+        return await read_in_thread(self._live_session, session_id, user_id)
 
     def _live_session(self, session_id: str, user_id: int) -> Account | None:
         # Runs on every signed-in request: one indexed lookup by primary key.

@@ -3,11 +3,13 @@ call it from a thread (a `def` endpoint or `run_in_threadpool`), never on the lo
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
@@ -15,12 +17,40 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Session
 
+# Seconds a read may take before we stop waiting: a database that went silent
+# (no refusal, no reset) would otherwise hold every page until TCP gives up.
+READ_DEADLINE = 1.5
+
+
+class ReadTimeout(Exception):
+    """The database did not answer a read within READ_DEADLINE."""
+
+
 # What a lost, unreachable or locked database raises; the app answers these with 503.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OperationalError,
     InterfaceError,
     PoolTimeoutError,
+    ReadTimeout,
 )
+
+T = TypeVar("T")
+
+
+async def read_in_thread(function: Callable[..., T], *args: object) -> T:
+    """Run a read-only database call in a worker thread, for at most READ_DEADLINE.
+
+    Past the deadline the thread is abandoned (it ends when the driver gives up)
+    and ReadTimeout is raised. Only for reads: a write left behind might still
+    commit after the person was told it failed.
+    """
+    try:
+        with anyio.fail_after(READ_DEADLINE):
+            return await anyio.to_thread.run_sync(
+                functools.partial(function, *args), abandon_on_cancel=True
+            )
+    except TimeoutError:
+        raise ReadTimeout(f"no answer within {READ_DEADLINE} s") from None
 
 
 def normalize_database_url(url: str) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from webapp.auth import signed_in_user
-from webapp.db import UNAVAILABLE_ERRORS
+from webapp.db import UNAVAILABLE_ERRORS, read_in_thread
 from webapp.services import services
 from webapp.templating import render_page
 
@@ -28,7 +27,7 @@ async def home(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     try:
-        await run_in_threadpool(services(request).db.ping)
+        await read_in_thread(services(request).db.ping)
     except UNAVAILABLE_ERRORS:
         return JSONResponse({"status": "unavailable"}, status_code=503)
     return JSONResponse({"status": "ok"})
