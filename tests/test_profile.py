@@ -21,6 +21,17 @@ from tests.conftest import (
 NEW_PASSWORD = "a brand new passphrase"
 
 
+def _new_password(client, token: str, *, current: str):
+    return patch_profile(
+        client,
+        "alice",
+        token,
+        password=NEW_PASSWORD,
+        confirm_password=NEW_PASSWORD,
+        current_password=current,
+    )
+
+
 def _user(app):
     [row] = rows(
         app, "SELECT username, email, password_hash FROM users WHERE username_key = 'alice'"
@@ -80,23 +91,9 @@ def test_patch_with_a_wrong_current_password_is_422_and_counts_as_a_failure(clie
 def test_wrong_current_passwords_lead_to_429(client, app):
     token = signed_in(client)
     for _ in range(10):
-        response = patch_profile(
-            client,
-            "alice",
-            token,
-            password=NEW_PASSWORD,
-            confirm_password=NEW_PASSWORD,
-            current_password="wrong password",
-        )
+        response = _new_password(client, token, current="wrong password")
         assert response.status_code == 422
-    response = patch_profile(
-        client,
-        "alice",
-        token,
-        password=NEW_PASSWORD,
-        confirm_password=NEW_PASSWORD,
-        current_password=PASSWORD,
-    )
+    response = _new_password(client, token, current=PASSWORD)
     assert response.status_code == 429
     assert "retry-after" in response.headers
 
@@ -130,14 +127,7 @@ def test_patch_password_revokes_other_sessions_only(client, app):
     token = signed_in(client)
     laptop = new_client(app)
     assert login(laptop).status_code == 303
-    response = patch_profile(
-        client,
-        "alice",
-        token,
-        password=NEW_PASSWORD,
-        confirm_password=NEW_PASSWORD,
-        current_password=PASSWORD,
-    )
+    response = _new_password(client, token, current=PASSWORD)
     assert response.status_code == 200
     assert "Welcome, alice" in client.get("/").text
     assert "Welcome, alice" not in laptop.get("/").text
