@@ -120,3 +120,11 @@ def test_error_pages_for_bad_bodies_are_ours(client):
     assert response.status_code == 415
     assert "<html" in response.text
     assert "Traceback" not in response.text
+
+
+def test_extra_content_type_parameters_are_fine(client, app):
+    token = csrf_token(client, "/register")
+    response = _post_register(
+        client, _valid_body(token), "application/x-www-form-urlencoded; charset=UTF-8; foo=bar"
+    )
+    assert response.status_code == 303

@@ -196,12 +196,12 @@ def test_htmx_401_next_is_the_page_the_request_came_from(client):
     assert response.headers["hx-redirect"] == "/login?next=/some/page"
 
 
-def test_htmx_401_ignores_a_current_url_on_another_site(client):
-    response = client.patch(
-        "/partial/alice",
-        headers={"HX-Request": "true", "HX-Current-URL": "https://evil.example/phish"},
-    )
-    assert response.headers["hx-redirect"] == "/login?next=/"
+def test_htmx_401_next_is_only_ever_a_local_path(client):
+    for current_url in ("https://evil.example//evil.example", "https://evil.example/%2F%2Fx"):
+        response = client.patch(
+            "/partial/alice", headers={"HX-Request": "true", "HX-Current-URL": current_url}
+        )
+        assert response.headers["hx-redirect"] == "/login?next=/"
 
 
 def test_home_varies_on_hx_request_for_guests_and_members(client):
@@ -222,3 +222,28 @@ def test_static_assets_are_served_brotli_when_accepted(client):
     response = client.get(js_url, headers={"Accept-Encoding": "gzip, br"})
     assert response.headers["content-encoding"] == "br"
     assert response.content == (ROOT / "static/vendor/htmx/htmx.min.js").read_bytes()
+
+
+@pytest.mark.parametrize("current_url", ["http://[", "https://[bad]/x", "not a url at all"])
+def test_a_malformed_current_url_still_gets_401_and_a_safe_redirect(client, current_url):
+    response = client.patch(
+        "/partial/alice", headers={"HX-Request": "true", "HX-Current-URL": current_url}
+    )
+    assert response.status_code == 401
+    assert response.headers["hx-redirect"] == "/login?next=/"
+
+
+def test_next_is_the_path_of_the_current_url_whatever_its_host(client):
+    response = client.patch(
+        "/partial/alice",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://localhost:8765/acct"},
+    )
+    assert response.headers["hx-redirect"] == "/login?next=/acct"
+
+
+def test_the_out_of_band_flash_keeps_its_role(client):
+    token = signed_in(client)
+    response = client.patch(
+        "/partial/alice", data={"username": "alicia"}, headers={"X-CSRF-Token": token}
+    )
+    assert '<div id="flash" role="status"' in response.text

@@ -60,7 +60,9 @@ def test_patch_changes_only_the_email_with_the_current_password(client, app):
     assert 'id="profile"' in response.text
     assert 'id="partial-form"' in response.text
     assert 'id="full-form"' in response.text
-    assert 'id="flash" hx-swap-oob="innerHTML"' in response.text
+    assert '<div id="flash" role="status" aria-live="polite" hx-swap-oob="innerHTML">' in (
+        response.text
+    )
     assert "New@example.com" in response.text
     assert "<html" not in response.text
     after = _user(app)

@@ -6,6 +6,7 @@ TestClient's peer address is "testclient"; these apps trust it as their proxy.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import csrf_token, make_settings, new_client, register, rows
 from webapp.app import create_app
+from webapp.proxy import TrustedProxyMiddleware
 from webapp.settings import Settings
 
 
@@ -138,7 +140,7 @@ def test_the_session_records_the_forwarded_client(proxied):
     assert rows(proxied, "SELECT client_addr FROM user_sessions") == [("203.0.113.7",)]
 
 
-@pytest.mark.parametrize(("proto", "https"), [("https", True), ("http", False)])
+@pytest.mark.parametrize(("proto", "https"), [("https", True), ("HTTPS", True), ("http", False)])
 def test_forwarded_proto_decides_cookie_and_hsts(proxied, proto, https):
     client = new_client(proxied)
     page = client.get("/login", headers={"X-Forwarded-Proto": proto})
@@ -154,3 +156,20 @@ def test_forwarded_proto_decides_cookie_and_hsts(proxied, proto, https):
         assert "strict-transport-security" not in page.headers
     assert "path=/" in attributes
     assert not any(part.startswith("domain") for part in attributes)
+
+
+def test_trusted_proxies_may_be_given_as_networks():
+    async def app(scope, receive, send) -> None:
+        seen.append((scope["client"], scope["scheme"]))
+
+    seen: list[tuple[tuple[str, int], str]] = []
+    middleware = TrustedProxyMiddleware(app, trusted=("10.0.0.0/8", "::1"), hops=1)
+    headers = [(b"x-forwarded-for", b"203.0.113.9"), (b"x-forwarded-proto", b"https")]
+    for peer in ("10.1.2.3", "::1", "192.0.2.1"):
+        scope = {"type": "http", "client": (peer, 1), "scheme": "http", "headers": headers}
+        asyncio.run(middleware(scope, None, None))  # type: ignore[arg-type]
+    assert seen == [
+        (("203.0.113.9", 0), "https"),
+        (("203.0.113.9", 0), "https"),
+        (("192.0.2.1", 1), "http"),
+    ]

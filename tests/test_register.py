@@ -180,3 +180,40 @@ def test_unread_flashes_do_not_grow_the_cookie_without_bound(client):
     assert len(cookie) < 1024
     page = client.get("/login").text
     assert page.count("New account created") == 3
+
+
+def test_a_signed_in_browser_cannot_register_and_goes_home(client, app):
+    token = signed_in(client)
+    response = client.post(
+        "/register",
+        data={
+            "username": "bob",
+            "email": "bob@example.com",
+            "password": PASSWORD,
+            "confirm_password": PASSWORD,
+            "csrf_token": token,
+        },
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    assert rows(app, "SELECT username FROM users") == [("alice",)]
+
+
+def test_reserved_test_domains_are_valid_addresses(client, app):
+    assert register(client, "tester", "tester@example.test").status_code == 303
+
+
+def test_405_lists_every_method_of_the_path(client):
+    for path, allowed in (
+        ("/register", {"GET", "HEAD", "POST"}),
+        ("/login", {"GET", "HEAD", "POST"}),
+    ):
+        response = client.put(path)
+        assert response.status_code == 405
+        assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
+
+
+def test_a_trailing_slash_is_not_redirected_by_host(client):
+    response = client.get("/login/", headers={"Host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers

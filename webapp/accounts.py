@@ -177,7 +177,7 @@ class Accounts:
             if needs_rehash(user.password_hash, rounds=rounds)
             else None
         )
-        return await run_in_threadpool(self._open_session, user, account_key, client, new_hash)
+        return await run_in_threadpool(self._open_session, user, client, new_hash)
 
     def _signin_candidate(self, signin: Signin, client: Client) -> tuple[User | None, str]:
         """The account the identifier names (if any) and its throttling key; raises Throttled."""
@@ -194,9 +194,7 @@ class Accounts:
             self._refuse_throttled(session, account_key, client, utcnow())
         return user, account_key
 
-    def _open_session(
-        self, user: User, account_key: str, client: Client, new_hash: str | None
-    ) -> NewSession:
+    def _open_session(self, user: User, client: Client, new_hash: str | None) -> NewSession:
         assert user.id is not None
         now = utcnow()
         expires_at = now + timedelta(seconds=SESSION_LIFETIME)
@@ -209,8 +207,10 @@ class Accounts:
             client_addr=client.address[:64],
         )
         with self.db.writing() as session:
+            # Failures are not forgiven by a success: ten inside the window throttle the
+            # account whoever signed in between (else the owner's sign-in would hand an
+            # attacker ten fresh guesses).
             session.add(row)
-            throttle.forget(session, account_key)
             if new_hash is not None:
                 session.exec(
                     update(User).where(col(User.id) == user.id).values(password_hash=new_hash)

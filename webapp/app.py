@@ -46,7 +46,9 @@ def build_services(settings: Settings) -> Services:
         db=db,
         accounts=Accounts(db, settings),
         tokens=TokenIssuer(
-            key=derive_key(secret=settings.secret_key, purpose="jwt"),
+            # The JWT is signed with SECRET_KEY itself, as anyone checking a token
+            # against the configuration expects; the other keys are derived from it.
+            key=settings.secret_key.encode(),
             algorithm=settings.jwt_algorithm,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
@@ -114,6 +116,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers=errors.exception_handlers,
         lifespan=lifespan,
     )
+    # /login/ is not /login: no redirect built from the Host header.
+    app.router.redirect_slashes = False
     app.state.services = app_services
     return app
 

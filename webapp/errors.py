@@ -104,7 +104,7 @@ async def not_signed_in(request: Request, exc: Exception) -> Response:
     if details.is_htmx:
         # fetch() would follow a 303 silently; HX-Redirect makes htmx load the sign-in page.
         response = error_response(request, 401)
-        return client_redirect(login_url(details.current_path(request)), response=response)
+        return client_redirect(login_url(details.current_path()), response=response)
     if request.method in ("GET", "HEAD"):
         return RedirectResponse(login_url(request.url.path), status_code=303)
     return error_response(request, 401)

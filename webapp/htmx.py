@@ -24,14 +24,18 @@ class HtmxDetails:
         """A boosted request swaps the whole body, so it gets the whole page."""
         return self.is_htmx and not self.boosted and self.request_type != "full"
 
-    def current_path(self, conn: HTTPConnection) -> str | None:
-        """The path of the page the request came from, if it is on this site."""
+    def current_path(self) -> str | None:
+        """The path of the page the request came from (None if the header is unusable).
+
+        Only the path is taken, and callers pass it through safe_next, so a URL naming
+        another host cannot send anyone off-site.
+        """
         if not self.current_url:
             return None
-        parts = urlsplit(self.current_url)
-        if parts.netloc and parts.netloc != conn.headers.get("host", ""):
+        try:
+            return urlsplit(self.current_url).path or "/"
+        except ValueError:  # e.g. "http://[" (an unclosed IPv6 literal)
             return None
-        return parts.path or "/"
 
 
 def htmx_details(conn: HTTPConnection) -> HtmxDetails:

@@ -31,17 +31,35 @@ class TrustedProxyMiddleware:
     def __init__(self, app: ASGIApp, *, trusted: tuple[str, ...], hops: int) -> None:
         self.app = app
         self.trust_all = "*" in trusted
-        self.trusted = frozenset(trusted)
+        # Addresses and networks ("10.0.0.0/8"), as uvicorn accepts them; anything
+        # else (a socket path, a test client's name) must match exactly.
+        self.networks = []
+        self.names = set()
+        for entry in trusted:
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.names.add(entry)
         self.hops = hops
 
     def _trusts(self, scope: Scope) -> bool:
+        if self.trust_all:
+            return True
         client = scope.get("client")
-        return self.trust_all or (client is not None and client[0] in self.trusted)
+        if client is None:
+            return False
+        if client[0] in self.names:
+            return True
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and self._trusts(scope):
             # Mutate the scope in place: Starlette's outermost error handler holds the same dict.
-            proto = _joined(scope, b"x-forwarded-proto").split(",")[-1].strip()
+            proto = _joined(scope, b"x-forwarded-proto").split(",")[-1].strip().lower()
             if proto in ("http", "https"):
                 scope["scheme"] = (
                     proto if scope["type"] == "http" else ("wss" if proto == "https" else "ws")

@@ -57,8 +57,3 @@ def record_failure(session: Session, keys: Sequence[str], *, window: int, now: d
         delete(SigninFailure).where(col(SigninFailure.failed_at) <= now - timedelta(seconds=window))
     )
     session.add_all(SigninFailure(key=key, failed_at=now) for key in keys)
-
-
-def forget(session: Session, key: str) -> None:
-    """A successful sign-in wipes the account's failures."""
-    session.exec(delete(SigninFailure).where(col(SigninFailure.key) == key))

@@ -87,7 +87,7 @@ from sqlmodel import SQLModel
 
 import webapp.models  # noqa: F401  (registers the tables)
 from webapp.schema import upgrade_to_head
-from webapp.security import derive_key, hash_password, verify_password
+from webapp.security import hash_password, verify_password
 from webapp.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -1335,7 +1335,7 @@ def run(scale: float, output: Path) -> dict[str, Any]:
         seed_users(large_url, LARGE_USERS, password_hash)
         bare_env = {
             **base_env,
-            "BENCH_JWT_KEY_HEX": derive_key(secret=secret, purpose="jwt").hex(),
+            "BENCH_JWT_KEY_HEX": secret.encode().hex(),
             "JWT_ALGORITHM": settings.jwt_algorithm,
             "JWT_ISSUER": settings.jwt_issuer,
             "JWT_AUDIENCE": settings.jwt_audience,

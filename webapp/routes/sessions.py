@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from webapp.accounts import SIGNIN_FAILED, SigninFailed, Throttled
@@ -16,6 +16,7 @@ from webapp.csrf import require_csrf
 from webapp.forms import InvalidForm, parse_registration, parse_signin, read_form
 from webapp.navigation import safe_next, see_other
 from webapp.proxy import client_of
+from webapp.routes import by_method
 from webapp.services import services
 from webapp.settings import SESSION_LIFETIME
 from webapp.templating import FormState, flash, render_page
@@ -29,9 +30,16 @@ def _kept(fields: dict[str, str], *names: str) -> dict[str, str]:
     return {name: fields.get(name, "") for name in names}
 
 
+def _already_signed_in(request: Request) -> Response:
+    """Registering is for guests: a signed-in browser goes home, nothing is created."""
+    response = see_other(request, "/")
+    response.headers.add_vary_header("HX-Request")
+    return response
+
+
 async def register_page(request: Request) -> Response:
     if signed_in_user(request) is not None:
-        return RedirectResponse("/", status_code=303)
+        return _already_signed_in(request)
     return render_page(
         request, "register.html", {"form": FormState()}, partial="partials/register_form.html"
     )
@@ -41,6 +49,8 @@ async def register(request: Request) -> Response:
     fields = await read_form(request)
     app = services(request)
     require_csrf(request, fields, key=app.csrf_key)
+    if signed_in_user(request) is not None:
+        return _already_signed_in(request)
     try:
         registration = parse_registration(
             fields, min_password_length=app.settings.password_min_length
@@ -135,9 +145,7 @@ async def logout(request: Request) -> Response:
 
 
 routes = [
-    Route("/register", register_page, methods=["GET"]),
-    Route("/register", register, methods=["POST"]),
-    Route("/login", login_page, methods=["GET"]),
-    Route("/login", login, methods=["POST"]),
+    Route("/register", by_method(GET=register_page, POST=register), methods=["GET", "POST"]),
+    Route("/login", by_method(GET=login_page, POST=login), methods=["GET", "POST"]),
     Route("/logout", logout, methods=["POST"]),
 ]
