@@ -7,6 +7,8 @@ import logging
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from starlette.testclient import TestClient
@@ -156,3 +158,19 @@ def test_env_example_documents_every_setting():
     documented = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert read, "found no settings in settings.py"
     assert read <= documented, read - documented
+
+
+def test_a_worker_waits_for_the_key_another_worker_is_writing(tmp_path, monkeypatch):
+    key_file = tmp_path / ".secret_key"
+    key_file.write_text("")  # created by another worker, not yet written
+    monkeypatch.setattr(settings_module, "DEV_SECRET_FILE", key_file)
+
+    def write_soon() -> None:
+        time.sleep(0.05)
+        key_file.write_text("k" * 48 + "\n")
+
+    writer = threading.Thread(target=write_soon)
+    writer.start()
+    settings = Settings.from_environment({"APP_ENV": "development"})
+    writer.join()
+    assert settings.secret_key == "k" * 48

@@ -6,8 +6,10 @@ and Alembic all take a `Settings` built here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,16 +154,22 @@ def _split(value: str) -> tuple[str, ...]:
 
 def _development_secret() -> str:
     """A random key made once and kept in a git-ignored file, so restarts keep sessions."""
-    try:
-        return DEV_SECRET_FILE.read_text().strip()
-    except FileNotFoundError:
-        pass
+    with contextlib.suppress(FileNotFoundError):
+        if existing := DEV_SECRET_FILE.read_text().strip():
+            return existing
     key = secrets.token_urlsafe(48)
     try:
         # O_EXCL: when several workers start at once, exactly one writes the file.
         fd = os.open(DEV_SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return DEV_SECRET_FILE.read_text().strip()
+        # Another worker created it a moment ago: wait for its key to be written.
+        for _ in range(50):
+            if existing := DEV_SECRET_FILE.read_text().strip():
+                return existing
+            time.sleep(0.01)
+        raise ConfigurationError(
+            f"{DEV_SECRET_FILE} is empty; delete it or set SECRET_KEY"
+        ) from None
     with os.fdopen(fd, "w") as handle:
         handle.write(key + "\n")
     return key
