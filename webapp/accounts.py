@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, or_, select, update
+from sqlmodel import Session, SQLModel, col, or_, select, update
 from starlette.concurrency import run_in_threadpool
 
 from webapp import throttle
@@ -66,6 +66,8 @@ class NewSession:
 class ProfileUpdate:
     account: Account
     changed: frozenset[str] = field(default_factory=frozenset)
+    # After a rename the session gets a fresh hour from this moment, for a new cookie.
+    session_renewed_at: datetime | None = None
 
 
 class SigninFailed(Exception):
@@ -102,10 +104,8 @@ class Accounts:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self._live_session_query = db.fast_read(
-            _LIVE_SESSION_SQL,
-            {"now": UserSession.__table__.c["expires_at"].type},  # type: ignore[attr-defined]
-        )
+        expires_at = SQLModel.metadata.tables["user_sessions"].c["expires_at"]
+        self._live_session_query = db.fast_read(_LIVE_SESSION_SQL, {"now": expires_at.type})
 
     # -- registration ------------------------------------------------------
 
@@ -206,10 +206,10 @@ class Accounts:
             user_agent=client.user_agent[:512],
             client_addr=client.address[:64],
         )
+        # Earlier failures are not forgiven by a success: ten inside the window throttle
+        # the account whoever signed in between (else the owner's sign-in would hand an
+        # attacker ten fresh guesses).
         with self.db.writing() as session:
-            # Failures are not forgiven by a success: ten inside the window throttle the
-            # account whoever signed in between (else the owner's sign-in would hand an
-            # attacker ten fresh guesses).
             session.add(row)
             if new_hash is not None:
                 session.exec(
@@ -271,27 +271,13 @@ class Accounts:
                 .values(revoked_at=utcnow())
             )
 
-    async def extend_session(self, session_id: str) -> datetime:
-        """Give the session a fresh hour, for a re-issued cookie."""
-        return await run_in_threadpool(self._extend, session_id)
-
-    def _extend(self, session_id: str) -> datetime:
-        expires_at = utcnow() + timedelta(seconds=SESSION_LIFETIME)
-        with self.db.writing() as session:
-            session.exec(
-                update(UserSession)
-                .where(col(UserSession.id) == session_id)
-                .values(expires_at=expires_at)
-            )
-        return expires_at
-
     # -- profile ------------------------------------------------------------
 
     async def update_profile(
         self, account: Account, changes: ProfileChanges, *, session_id: str, client: Client
     ) -> ProfileUpdate:
         """Apply the changes; raises InvalidForm (422), Taken (409) or Throttled (429)."""
-        user = await run_in_threadpool(self._get_user, account.id)
+        user = await read_in_thread(self._get_user, account.id)
         if user is None:
             raise AccountGone
         assert user.id is not None
@@ -324,7 +310,8 @@ class Accounts:
         assert user.id is not None
         new_username_key = wanted["username"].lower() if "username" in wanted else None
         new_email_key = email_key(wanted["email"]) if "email" in wanted else None
-        values: dict[str, object] = {"updated_at": utcnow()}
+        now = utcnow()
+        values: dict[str, object] = {"updated_at": now}
         if new_username_key is not None:
             values |= {"username": wanted["username"], "username_key": new_username_key}
         if new_email_key is not None:
@@ -342,7 +329,15 @@ class Accounts:
                         .where(col(UserSession.user_id) == user.id)
                         .where(col(UserSession.id) != session_id)
                         .where(col(UserSession.revoked_at).is_(None))
-                        .values(revoked_at=utcnow())
+                        .values(revoked_at=now)
+                    )
+                if "username" in wanted:
+                    # The session lives on under the new name, with a fresh hour for
+                    # the cookie re-issued with it (in the same transaction).
+                    session.exec(
+                        update(UserSession)
+                        .where(col(UserSession.id) == session_id)
+                        .values(expires_at=now + timedelta(seconds=SESSION_LIFETIME))
                     )
         except IntegrityError:
             with self.db.reading() as session:
@@ -353,7 +348,8 @@ class Accounts:
             username=wanted.get("username", user.username),
             email=wanted.get("email", user.email),
         )
-        return ProfileUpdate(updated, frozenset(wanted))
+        renewed_at = now if "username" in wanted else None
+        return ProfileUpdate(updated, frozenset(wanted), renewed_at)
 
     async def _check_current_password(
         self, user: User, candidate: str | None, client: Client
@@ -362,7 +358,7 @@ class Accounts:
         if candidate is None:
             raise InvalidForm({"current_password": CURRENT_PASSWORD_NEEDED})
         account_key = throttle.account_key(user.id, user.username)
-        await run_in_threadpool(self._check_throttle, account_key, client)
+        await read_in_thread(self._check_throttle, account_key, client)
         if not await verify_password(candidate, password_hash=user.password_hash):
             await run_in_threadpool(self._count_failure, account_key, client)
             raise InvalidForm({"current_password": CURRENT_PASSWORD_WRONG})

@@ -1,5 +1,7 @@
-"""The database engine and transaction scopes. Everything here is synchronous:
-call it from a thread (a `def` endpoint or `run_in_threadpool`), never on the loop."""
+"""The database engine and transaction scopes.
+
+Everything but `read_in_thread` is synchronous: call it from a worker thread
+(`run_in_threadpool`, or `read_in_thread` for reads), never on the event loop."""
 
 from __future__ import annotations
 

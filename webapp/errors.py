@@ -21,8 +21,7 @@ from webapp.db import UNAVAILABLE_ERRORS
 from webapp.headers import add_security_headers
 from webapp.htmx import client_redirect, htmx_details
 from webapp.navigation import login_url
-from webapp.services import services
-from webapp.templating import flash, render_fragment
+from webapp.templating import flash, render_fragment, render_page
 
 logger = logging.getLogger("webapp")
 
@@ -67,11 +66,10 @@ def error_response(
             )
             response.headers["HX-Reswap"] = "none"
         else:
-            response = services(conn).templates.TemplateResponse(
+            response = render_page(
                 request,
                 "error.html",
                 {
-                    "flashes": [],
                     "status_code": status_code,
                     "title": TITLES.get(status_code, "Error"),
                     "message": text,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jinja2
 from starlette.requests import HTTPConnection
-from starlette.templating import Jinja2Templates
 
 from webapp.accounts import Accounts
 from webapp.assets import StaticAssets
@@ -22,7 +22,7 @@ class Services:
     tokens: TokenIssuer
     csrf_key: bytes
     assets: StaticAssets
-    templates: Jinja2Templates
+    templates: jinja2.Environment
 
 
 def services(conn: HTTPConnection) -> Services:

@@ -12,7 +12,6 @@ import jinja2
 from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.templating import Jinja2Templates
 
 from webapp.assets import StaticAssets
 from webapp.auth import signed_in_user
@@ -92,7 +91,7 @@ def form_field(
     return Markup(html + "</div>")  # noqa: S704 (every value above is escaped)
 
 
-def create_templates(assets: StaticAssets) -> Jinja2Templates:
+def create_templates(assets: StaticAssets) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=jinja2.select_autoescape(["html"]),
@@ -105,10 +104,11 @@ def create_templates(assets: StaticAssets) -> Jinja2Templates:
     env.globals["static_url"] = assets.url
     env.globals["field"] = form_field
     env.globals["empty_form"] = FormState()
-    return Jinja2Templates(env=env, context_processors=[_common_context])
+    return env
 
 
 def _common_context(request: Request) -> dict[str, Any]:
+    """What any template may show: the signed-in user, the CSRF token, settings."""
     user = signed_in_user(request)
     app = services(request)
     return {
@@ -139,26 +139,20 @@ def render_page(
     its (hashable) context and the request's CSRF token and user: without news to
     flash, it is rendered once and served again from memory.
     """
-    templates = services(request).templates
     if partial is not None and htmx_details(request).wants_partial:
         response = render_fragment(
             request, partial, context, status_code=status_code, flashes=flashes
         )
     else:
         waiting = browser_state(request).pop_flashes() + (flashes or [])
+        page_context = {**_common_context(request), **(context or {}), "flashes": tuple(waiting)}
         if reusable and not waiting:
-            common = _common_context(request)
             html = _render_again(
-                templates,
-                name,
-                tuple(sorted({**common, **(context or {})}.items())),
+                services(request).templates, name, tuple(sorted(page_context.items()))
             )
-            response = HTMLResponse(html, status_code=status_code)
         else:
-            page_context = {"flashes": waiting, **(context or {})}
-            response = templates.TemplateResponse(
-                request, name, page_context, status_code=status_code
-            )
+            html = services(request).templates.get_template(name).render(page_context)
+        response = HTMLResponse(html, status_code=status_code)
     if partial is not None:
         response.headers.add_vary_header("HX-Request")
     return response
@@ -166,10 +160,10 @@ def render_page(
 
 @lru_cache(maxsize=256)
 def _render_again(
-    templates: Jinja2Templates, name: str, context: tuple[tuple[str, Any], ...]
+    templates: jinja2.Environment, name: str, context: tuple[tuple[str, Any], ...]
 ) -> str:
     """A page by everything it shows (the CSRF token, bound to one session, included)."""
-    return templates.get_template(name).render(dict(context), flashes=[])
+    return templates.get_template(name).render(dict(context))
 
 
 def render_fragment(
@@ -188,8 +182,7 @@ def render_fragment(
     holds this session's token, so compression cannot leak it (BREACH).
     """
     templates = services(request).templates
-    full_context = {"request": request, **_common_context(request), **(context or {})}
-    html = templates.get_template(name).render(full_context)
+    html = templates.get_template(name).render({**_common_context(request), **(context or {})})
     if flashes:
         html += templates.get_template("partials/flash.html").render(flashes=flashes, oob=True)
     encoding = negotiate(request.headers.get("accept-encoding", "")) if compress else None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -94,15 +92,14 @@ async def _update(request: Request, *, every_field_required: bool) -> Response:
         return response
     except AccountGone:
         raise NotSignedIn from None
-    renamed = "username" in update.changed
+    renewed_at = update.session_renewed_at
     response = _render_update(
-        request, update.account, message=_success_message(update), renamed=renamed
+        request, update.account, message=_success_message(update), renamed=renewed_at is not None
     )
-    if renamed:
-        # The session lives on under the new name, with a freshly issued cookie.
-        await app.accounts.extend_session(user.session_id)
+    if renewed_at is not None:
+        # A new cookie for the renewed session; its exp is never past the row's expiry.
         token = app.tokens.issue(
-            user_id=update.account.id, session_id=user.session_id, now=int(time.time())
+            user_id=update.account.id, session_id=user.session_id, now=int(renewed_at.timestamp())
         )
         set_session_cookie(response, request, token, max_age=SESSION_LIFETIME)
     return response
