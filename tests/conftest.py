@@ -1,35 +1,31 @@
 """Fixtures: a real database per backend (SQLite always, PostgreSQL when
-TEST_DATABASE_URL is set), an app per test, and helpers that act like a browser."""
+TEST_DATABASE_URL is set), an app per test, and browser-like clients.
+Helpers live in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.helpers import SECRET
+
 # Before webapp.app is imported anywhere: no generated development key, no surprises.
 os.environ.setdefault("APP_ENV", "test")
-os.environ.setdefault("SECRET_KEY", "test-secret-key-that-is-long-enough-0123456789")
+os.environ.setdefault("SECRET_KEY", SECRET)
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from tests.helpers import TABLES, make_settings
 from webapp.app import create_app
 from webapp.db import normalize_database_url
-from webapp.schema import upgrade_to_head
+from webapp.migrate import upgrade_to_head
 from webapp.settings import Settings
-
-SECRET = "test-secret-key-that-is-long-enough-0123456789"
-PASSWORD = "correct horse battery"
-TABLES = ("signin_failures", "user_sessions", "users")
-CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 
 
 def _required(name: str) -> bool:
@@ -77,18 +73,6 @@ def database_url(
         yield url
 
 
-def make_settings(database_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "app_env": "test",
-        "secret_key": SECRET,
-        "database_url": database_url,
-        "bcrypt_rounds": 4,
-        "auto_migrate": False,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return make_settings(database_url)
@@ -115,82 +99,3 @@ def client(app: Starlette) -> Iterator[TestClient]:
 def https_client(app: Starlette) -> Iterator[TestClient]:
     with TestClient(app, base_url="https://testserver", follow_redirects=False) as test_client:
         yield test_client
-
-
-def new_client(app: Starlette, base_url: str = "http://testserver") -> TestClient:
-    """Another browser: its own cookies, its own CSRF identity."""
-    return TestClient(app, base_url=base_url, follow_redirects=False)
-
-
-# -- acting like a browser ----------------------------------------------------------
-
-
-def csrf_token_in(html: str) -> str:
-    match = CSRF_META.search(html)
-    assert match, "no csrf-token meta in the page"
-    return match.group(1)
-
-
-def csrf_token(client: TestClient, path: str = "/") -> str:
-    return csrf_token_in(client.get(path).text)
-
-
-def register(
-    client: TestClient,
-    username: str = "alice",
-    email: str = "alice@example.com",
-    password: str = PASSWORD,
-    confirm: str | None = None,
-    **headers: str,
-):
-    token = csrf_token(client, "/register")
-    return client.post(
-        "/register",
-        data={
-            "username": username,
-            "email": email,
-            "password": password,
-            "confirm_password": password if confirm is None else confirm,
-            "csrf_token": token,
-        },
-        headers=headers,
-    )
-
-
-def login(client: TestClient, username: str = "alice", password: str = PASSWORD, **fields: str):
-    token = csrf_token(client, "/login")
-    return client.post(
-        "/login", data={"username": username, "password": password, "csrf_token": token, **fields}
-    )
-
-
-def signed_in(client: TestClient, username: str = "alice", email: str | None = None) -> str:
-    """Register and sign in; returns the CSRF token of the new session."""
-    response = register(client, username, email or f"{username.lower()}@example.com")
-    assert response.status_code == 303, response.text
-    response = login(client, username)
-    assert response.status_code == 303, response.text
-    return csrf_token(client, "/")
-
-
-def patch_profile(client: TestClient, name: str, token: str, /, htmx: bool = True, **fields: str):
-    headers = {"X-CSRF-Token": token}
-    if htmx:
-        headers["HX-Request"] = "true"
-    return client.patch(f"/partial/{name}", data=fields, headers=headers)
-
-
-def put_profile(client: TestClient, name: str, token: str, /, htmx: bool = True, **fields: str):
-    headers = {"X-CSRF-Token": token}
-    if htmx:
-        headers["HX-Request"] = "true"
-    return client.put(f"/update/{name}", data=fields, headers=headers)
-
-
-def rows(app: Starlette, sql: str, **params: object) -> list[tuple[Any, ...]]:
-    engine = app.state.services.db.engine
-    with engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(text(sql), params)]
-
-
-ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, SECRET, _postgres_database
+from tests.conftest import _postgres_database
+from tests.helpers import ROOT, SECRET
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 # Seconds a server gets to start (import, migrate, bind) before the test gives up.

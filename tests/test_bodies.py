@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PASSWORD, csrf_token, rows, signed_in
+from tests.helpers import PASSWORD, csrf_token, rows, signed_in
 
 FORM = "application/x-www-form-urlencoded"
 

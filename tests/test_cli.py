@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from tests.conftest import PASSWORD, ROOT
+from tests.helpers import PASSWORD, ROOT
 from tests.live import base_env, postgres_database
 from webapp.db import normalize_database_url
-from webapp.schema import check_no_drift, pending_revisions, upgrade_to_head
-from webapp.security import verify_password
+from webapp.domain.passwords import verify_password_sync as verify_password
+from webapp.migrate import check_no_drift, pending_revisions, upgrade_to_head
 
 PRODUCTION_KEY = "a-production-secret-key-that-is-long-enough-0123456789"
 

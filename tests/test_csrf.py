@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     PASSWORD,
     csrf_token,
     csrf_token_in,
@@ -167,3 +167,30 @@ def test_a_request_without_a_session_is_401_whatever_token_it_carries(client, ap
     token = csrf_token(client)
     assert patch_profile(client, "alice", token, email="x@example.com").status_code == 401
     assert patch_profile(client, "alice", "junk", email="x@example.com").status_code == 401
+
+
+def test_a_new_unsafe_route_without_any_csrf_code_is_refused(settings):
+    """CSRF is enforced by construction: a route that never mentions it is still guarded."""
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from webapp.app import create_app
+
+    ran: list[str] = []
+
+    async def careless(request):
+        ran.append(request.method)
+        return PlainTextResponse("done")
+
+    app = create_app(settings)
+    app.router.routes.insert(0, Route("/careless", careless, methods=["POST", "DELETE"]))
+    with new_client(app) as browser:
+        token = csrf_token(browser, "/")
+        assert browser.post("/careless").status_code == 403
+        assert browser.post("/careless", data={"csrf_token": "junk"}).status_code == 403
+        assert browser.delete("/careless").status_code == 403
+        assert ran == []
+        # The control: with this browser's token the same route runs.
+        assert browser.post("/careless", data={"csrf_token": token}).status_code == 200
+        assert browser.delete("/careless", headers={"X-CSRF-Token": token}).status_code == 200
+        assert ran == ["POST", "DELETE"]

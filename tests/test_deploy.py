@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from uvicorn.main import main as uvicorn_command
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from tests.conftest import ROOT, make_settings
+from tests.helpers import ROOT, make_settings
 from webapp.app import create_app
 from webapp.settings import ConfigurationError, Settings
 

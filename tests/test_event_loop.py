@@ -6,9 +6,9 @@ import asyncio
 import os
 import threading
 
-from tests.conftest import csrf_token, login, patch_profile, register
+from tests.helpers import csrf_token, login, patch_profile, register
 from webapp import db as db_module
-from webapp import hashing, security
+from webapp.domain import passwords
 
 
 def _on_loop() -> bool:
@@ -30,8 +30,10 @@ def test_hashing_and_queries_run_in_worker_threads(client, app, monkeypatch):
         return wrapper
 
     # bcrypt is patched where the hashing threads look it up, at call time.
-    monkeypatch.setattr(security, "hash_password", spy("hash", security.hash_password))
-    monkeypatch.setattr(security, "verify_password", spy("verify", security.verify_password))
+    monkeypatch.setattr(passwords, "hash_password_sync", spy("hash", passwords.hash_password_sync))
+    monkeypatch.setattr(
+        passwords, "verify_password_sync", spy("verify", passwords.verify_password_sync)
+    )
     monkeypatch.setattr(db_module.Database, "reading", spy("read", db_module.Database.reading))
     monkeypatch.setattr(db_module.Database, "writing", spy("write", db_module.Database.writing))
 
@@ -61,10 +63,10 @@ def test_bcrypt_runs_on_low_priority_threads():
     def probe() -> None:
         seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, 0)))
 
-    hashing._pool.submit(probe).result()
-    hashed = asyncio.run(hashing.hash_password("pw", rounds=4))
-    assert asyncio.run(hashing.verify_password("pw", password_hash=hashed))
+    passwords._pool.submit(probe).result()
+    hashed = asyncio.run(passwords.hash_password("pw", rounds=4))
+    assert asyncio.run(passwords.verify_password("pw", password_hash=hashed))
     [(name, niceness)] = seen
     assert name.startswith("bcrypt")
-    assert niceness == hashing.LOW_PRIORITY
-    assert os.getpriority(os.PRIO_PROCESS, 0) < hashing.LOW_PRIORITY
+    assert niceness == passwords.LOW_PRIORITY
+    assert os.getpriority(os.PRIO_PROCESS, 0) < passwords.LOW_PRIORITY

@@ -8,7 +8,7 @@ import jwt
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import (
+from tests.helpers import (
     PASSWORD,
     SECRET,
     csrf_token,
@@ -251,3 +251,19 @@ def test_rehash_on_sign_in_when_the_cost_changes(alice, app, settings):
     assert old_hash.startswith("$2b$04$")
     assert new_hash.startswith("$2b$05$")
     assert login(new_client(app)).status_code == 303
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_a_failed_sign_in_says_why_in_the_flash_region(alice, htmx):
+    headers = {"HX-Request": "true"} if htmx else {}
+    token = csrf_token(alice, "/login")
+    response = alice.post(
+        "/login",
+        data={"username": "alice", "password": "wrong password", "csrf_token": token},
+        headers=headers,
+    )
+    assert response.status_code == 401
+    flash_region = response.text[response.text.index('id="flash"') :]
+    assert "Incorrect username, e-mail or password." in flash_region
+    if htmx:
+        assert 'hx-swap-oob="innerHTML"' in flash_region

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import csrf_token, login, new_client, patch_profile, rows, signed_in
+from tests.helpers import csrf_token, login, new_client, patch_profile, rows, signed_in
 
 
 def _logout(client, token: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import create_engine, inspect
 
 from webapp.db import normalize_database_url
-from webapp.schema import check_no_drift, pending_revisions, upgrade_to_head
+from webapp.migrate import check_no_drift, pending_revisions, upgrade_to_head
 
 
 def test_the_migrated_database_matches_the_models(database_url):

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 from tests.live import (
     LiveServer,
     base_env,
@@ -26,7 +26,7 @@ from tests.live import (
     require_postgres_url,
 )
 from webapp.db import normalize_database_url
-from webapp.schema import pending_revisions
+from webapp.migrate import pending_revisions
 
 pytestmark = pytest.mark.multi_instance
 

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 from tests.live import (
     LiveServer,
     TcpProxy,
@@ -28,7 +28,7 @@ from tests.live import (
     tcp_proxy,
 )
 from webapp.db import normalize_database_url
-from webapp.schema import upgrade_to_head
+from webapp.migrate import upgrade_to_head
 
 # The contract: an outage is answered within this many seconds, never a hang.
 BOUND = 2.0

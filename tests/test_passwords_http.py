@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from tests.conftest import login, new_client, register
+from tests.helpers import login, new_client, register
 
 
 def test_passwords_past_72_bytes_differ_in_their_tail(client, app):

@@ -9,7 +9,7 @@ import jwt
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import (
+from tests.helpers import (
     PASSWORD,
     csrf_token,
     login,

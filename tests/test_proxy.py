@@ -13,10 +13,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from tests.conftest import csrf_token, make_settings, new_client, register, rows
+from tests.helpers import csrf_token, make_settings, new_client, register, rows
 from webapp.app import create_app
-from webapp.proxy import TrustedProxyMiddleware
 from webapp.settings import Settings
+from webapp.web.middleware import TrustedProxyMiddleware
 
 
 @pytest.fixture

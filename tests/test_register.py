@@ -6,7 +6,7 @@ import threading
 
 from starlette.testclient import TestClient
 
-from tests.conftest import PASSWORD, csrf_token, login, new_client, register, rows, signed_in
+from tests.helpers import PASSWORD, csrf_token, login, new_client, register, rows, signed_in
 
 
 def test_register_page_has_the_form(client):

@@ -13,7 +13,7 @@ import time
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from webapp import settings as settings_module
 from webapp.app import create_app
 from webapp.db import normalize_database_url

@@ -13,7 +13,7 @@ import jwt
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import SECRET, csrf_token, new_client, rows, signed_in
+from tests.helpers import SECRET, csrf_token, new_client, rows, signed_in
 
 # The app signs its JWTs with SECRET_KEY itself.
 KEY = SECRET.encode()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from webapp.forms import (
-    InvalidForm,
+from webapp.domain.errors import InvalidInput
+from webapp.domain.validation import (
     clean_email,
     clean_username,
     parse_profile_changes,
     parse_registration,
     parse_signin,
 )
+from webapp.web.errors import failure
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,7 @@ def _registration(**fields: str) -> dict[str, str]:
 
 def test_password_minimum_length_is_a_setting():
     assert parse_registration(_registration(), min_password_length=8).password == "12345678"
-    with pytest.raises(InvalidForm) as error:
+    with pytest.raises(InvalidInput) as error:
         parse_registration(_registration(), min_password_length=9)
     assert set(error.value.errors) == {"password"}
 
@@ -105,7 +106,7 @@ def test_password_length_bounds():
     assert parse_registration(
         _registration(password=longest, confirm_password=longest), min_password_length=8
     )
-    with pytest.raises(InvalidForm) as error:
+    with pytest.raises(InvalidInput) as error:
         parse_registration(
             _registration(password=longest + "p", confirm_password=longest + "p"),
             min_password_length=8,
@@ -122,17 +123,18 @@ def test_any_unicode_password():
 
 
 def test_every_bad_field_is_reported_at_once():
-    with pytest.raises(InvalidForm) as error:
+    with pytest.raises(InvalidInput) as error:
         parse_registration(
             {"username": "1", "email": "x", "password": "short", "confirm_password": ""},
             min_password_length=8,
         )
     assert set(error.value.errors) == {"username", "email", "password"}
-    assert error.value.status_code == 422
+    assert error.value.code == "invalid"
+    assert failure(error.value).status_code == 422
 
 
 def test_signin_needs_both_fields():
-    with pytest.raises(InvalidForm) as error:
+    with pytest.raises(InvalidInput) as error:
         parse_signin({})
     assert set(error.value.errors) == {"username", "password"}
 
@@ -147,7 +149,7 @@ def test_partial_update_blank_means_keep():
 
 
 def test_full_update_requires_everything():
-    with pytest.raises(InvalidForm) as error:
+    with pytest.raises(InvalidInput) as error:
         parse_profile_changes({}, every_field_required=True, min_password_length=8)
     assert set(error.value.errors) == {
         "username",
@@ -159,7 +161,7 @@ def test_full_update_requires_everything():
 
 def test_password_length_counts_characters_after_nfc():
     decomposed = "e\u0301" * 7  # seven "é" typed as e + combining accent: 14 code points
-    with pytest.raises(InvalidForm) as error:
+    with pytest.raises(InvalidInput) as error:
         parse_registration(
             _registration(password=decomposed, confirm_password=decomposed), min_password_length=8
         )

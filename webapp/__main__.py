@@ -14,7 +14,7 @@ from webapp.settings import ConfigurationError, Settings
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from webapp.schema import upgrade_to_head
+    from webapp.migrate import upgrade_to_head
 
     upgrade_to_head(settings.database_url)
     uvicorn.run(
@@ -31,7 +31,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from webapp.schema import upgrade_to_head
+    from webapp.migrate import upgrade_to_head
 
     upgrade_to_head(settings.database_url)
     print("database is at the newest schema")
@@ -41,9 +41,11 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
 def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError
 
-    from webapp.accounts import Accounts
     from webapp.db import Database, create_db_engine
-    from webapp.forms import InvalidForm, parse_registration
+    from webapp.domain.accounts import Accounts
+    from webapp.domain.errors import InvalidInput
+    from webapp.domain.throttle import SigninThrottle
+    from webapp.domain.validation import parse_registration
 
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass()
     fields = {
@@ -55,8 +57,9 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     db = Database(create_db_engine(settings.database_url))
     try:
         registration = parse_registration(fields, min_password_length=settings.password_min_length)
-        account = asyncio.run(Accounts(db, settings).register(registration))
-    except InvalidForm as exc:
+        accounts = Accounts(db, settings, SigninThrottle(db, settings))
+        account = asyncio.run(accounts.register(registration))
+    except InvalidInput as exc:
         for field, message in exc.errors.items():
             print(f"{field}: {message}", file=sys.stderr)
         return 1
@@ -76,7 +79,7 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
 
 def _check(settings: Settings, _args: argparse.Namespace) -> int:
     from webapp.db import UNAVAILABLE_ERRORS, Database, create_db_engine
-    from webapp.schema import pending_revisions
+    from webapp.migrate import pending_revisions
 
     problems = settings.production_problems()
     db = Database(create_db_engine(settings.database_url))

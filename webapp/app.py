@@ -14,19 +14,21 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Mount
 
-from webapp import errors
-from webapp.accounts import Accounts
-from webapp.assets import StaticAssets
-from webapp.auth import JWTCookieBackend, TokenIssuer
-from webapp.browser import BrowserCookieMiddleware
 from webapp.db import Database, create_db_engine
-from webapp.headers import SecurityHeadersMiddleware
-from webapp.proxy import TrustedProxyMiddleware
-from webapp.routes import pages, profile, sessions
-from webapp.security import derive_key
-from webapp.services import Services
+from webapp.domain.accounts import Accounts
+from webapp.domain.sessions import Sessions
+from webapp.domain.throttle import SigninThrottle
 from webapp.settings import PROJECT_DIR, ConfigurationError, Settings
-from webapp.templating import create_templates
+from webapp.web import errors
+from webapp.web.assets import StaticAssets
+from webapp.web.auth import JWTCookieBackend
+from webapp.web.browser import BrowserCookieMiddleware
+from webapp.web.csrf import CSRFMiddleware
+from webapp.web.middleware import SecurityHeadersMiddleware, TrustedProxyMiddleware
+from webapp.web.rendering import create_templates
+from webapp.web.routes import pages, profile, sessions
+from webapp.web.services import Services
+from webapp.web.tokens import TokenIssuer, derive_key
 
 logger = logging.getLogger("webapp")
 
@@ -41,10 +43,12 @@ def build_services(settings: Settings) -> Services:
         )
     )
     assets = StaticAssets(PROJECT_DIR / "static")
+    signin_throttle = SigninThrottle(db, settings)
     return Services(
         settings=settings,
         db=db,
-        accounts=Accounts(db, settings),
+        accounts=Accounts(db, settings, signin_throttle),
+        sessions=Sessions(db, settings, signin_throttle),
         tokens=TokenIssuer(
             # The JWT is signed with SECRET_KEY itself, as anyone checking a token
             # against the configuration expects; the other keys are derived from it.
@@ -55,7 +59,7 @@ def build_services(settings: Settings) -> Services:
         ),
         csrf_key=derive_key(secret=settings.secret_key, purpose="csrf"),
         assets=assets,
-        templates=create_templates(assets),
+        templates=create_templates(assets, settings),
     )
 
 
@@ -83,7 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if settings.auto_migrate:
             # Imported here: a production worker (migrated in the release phase) never
             # loads Alembic, which would cost it some 10 MB.
-            from webapp.schema import upgrade_to_head
+            from webapp.migrate import upgrade_to_head
 
             await run_in_threadpool(upgrade_to_head, settings.database_url)
         yield
@@ -109,8 +113,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             Middleware(
                 AuthenticationMiddleware,
-                backend=JWTCookieBackend(app_services.accounts, app_services.tokens),
+                backend=JWTCookieBackend(app_services.sessions, app_services.tokens),
                 on_error=errors.auth_error,
+            ),
+            # Innermost: it reads the session, and every unsafe request passes it.
+            Middleware(
+                CSRFMiddleware,
+                key=app_services.csrf_key,
+                refuse=errors.http_error,
+                not_signed_in=errors.not_signed_in,
             ),
         ],
         exception_handlers=errors.exception_handlers,

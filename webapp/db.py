@@ -1,6 +1,6 @@
 """The database engine and transaction scopes.
 
-Everything but `read_in_thread` is synchronous: call it from a worker thread
+Everything but `read_in_thread` and `write_in_thread` is synchronous: call it from a worker thread
 (`run_in_threadpool`, or `read_in_thread` for reads), never on the event loop."""
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ async def read_in_thread(function: Callable[..., T], *args: object) -> T:
             )
     except TimeoutError:
         raise ReadTimeout(f"no answer within {READ_DEADLINE} s") from None
+
+
+async def write_in_thread(function: Callable[..., T], *args: object) -> T:
+    """Run a database write in a worker thread, to its end (never abandoned)."""
+    return await anyio.to_thread.run_sync(functools.partial(function, *args))
 
 
 def normalize_database_url(url: str) -> str:

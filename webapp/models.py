@@ -1,7 +1,11 @@
-"""The tables. Times are aware UTC datetimes (SQLModel stores them as UTC everywhere)."""
+"""The tables, and the value types the domain hands out.
+
+Times are aware UTC datetimes (SQLModel stores them as UTC everywhere).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Index
@@ -19,6 +23,29 @@ SQLModel.metadata.naming_convention = {
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# -- value types ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """What pages may show of a user."""
+
+    id: int
+    username: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Where a request came from, for throttling and the session record."""
+
+    address: str
+    user_agent: str = ""
+
+
+# -- tables ---------------------------------------------------------------------------
 
 
 class User(SQLModel, table=True):

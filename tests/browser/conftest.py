@@ -26,11 +26,11 @@ import uvicorn
 from sqlalchemy import text
 from starlette.applications import Starlette
 
-from tests.conftest import PASSWORD, ROOT, TABLES, make_settings
-from webapp.accounts import Account
+from tests.helpers import PASSWORD, ROOT, TABLES, make_settings
 from webapp.app import create_app
-from webapp.forms import parse_registration
-from webapp.schema import upgrade_to_head
+from webapp.domain.validation import parse_registration
+from webapp.migrate import upgrade_to_head
+from webapp.models import Account
 
 try:
     from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]

@@ -9,8 +9,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import LiveServer, Tab, create_account
-from tests.conftest import PASSWORD
-from webapp.accounts import Account
+from tests.helpers import PASSWORD
+from webapp.models import Account
 
 pytestmark = pytest.mark.browser
 

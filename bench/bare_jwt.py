@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from webapp.security import REQUIRED_CLAIMS
+from webapp.web.tokens import REQUIRED_CLAIMS
 
 KEY = bytes.fromhex(os.environ.get("BENCH_JWT_KEY_HEX", ""))
 ALGORITHM = os.environ.get("JWT_ALGORITHM", "HS256")

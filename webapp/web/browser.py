@@ -18,7 +18,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webapp.cookies import cookie_header, cookie_name
+from webapp.web.cookies import cookie_header, cookie_name
 
 COOKIE = "browser"
 # 30 days, in seconds: a browser that stays away longer starts afresh.

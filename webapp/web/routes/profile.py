@@ -7,16 +7,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webapp.accounts import Account, AccountGone, ProfileUpdate, Throttled
-from webapp.auth import NotSignedIn, require_user
-from webapp.browser import Flash
-from webapp.cookies import set_session_cookie
-from webapp.csrf import require_csrf
-from webapp.forms import InvalidForm, parse_profile_changes, read_form
-from webapp.proxy import client_of
-from webapp.services import services
-from webapp.settings import SESSION_LIFETIME
-from webapp.templating import FormState, flash, render_fragment
+from webapp.domain.accounts import ProfileUpdate
+from webapp.domain.errors import AccountGone, DomainError
+from webapp.domain.validation import parse_profile_changes
+from webapp.models import Account
+from webapp.web.auth import NotSignedIn, require_user, requires_user, start_session
+from webapp.web.browser import Flash
+from webapp.web.errors import failure
+from webapp.web.forms import form_fields
+from webapp.web.middleware import client_of
+from webapp.web.rendering import FormState, flash, render_fragment
+from webapp.web.services import services
 
 FIELD_NAMES = {"username": "username", "email": "e-mail", "password": "password"}
 NOT_CHANGED = "Nothing was changed: see the marked fields."
@@ -37,7 +38,7 @@ def _render_update(
         {"account": account, "forms": forms or {}, "renamed": renamed},
         status_code=status_code,
         flashes=[message],
-        # Only after require_csrf: see render_fragment.
+        # Safe: CSRFMiddleware let only holders of this session's token get here.
         compress=True,
     )
 
@@ -51,12 +52,11 @@ def _success_message(update: ProfileUpdate) -> Flash:
 
 
 async def _update(request: Request, *, every_field_required: bool) -> Response:
-    fields = await read_form(request)
+    fields = form_fields(request)
     user = require_user(request)
     if request.path_params["username"].lower() != user.account.username.lower():
         raise HTTPException(403, "You can only change your own profile.")
     app = services(request)
-    require_csrf(request, fields, key=app.csrf_key)
     form_name = "full" if every_field_required else "partial"
     kept = {"username": fields.get("username", ""), "email": fields.get("email", "")}
     try:
@@ -71,44 +71,44 @@ async def _update(request: Request, *, every_field_required: bool) -> Response:
             session_id=user.session_id,
             client=client_of(request),
         )
-    except InvalidForm as exc:
-        return _render_update(
-            request,
-            user.account,
-            forms={form_name: FormState(kept, exc.errors)},
-            message=flash("error", NOT_CHANGED),
-            status_code=exc.status_code,
-        )
-    except Throttled as exc:
-        wait = f"Too many wrong passwords. Try again in {-(-exc.retry_after // 60)} minute(s)."
+    except AccountGone:
+        raise NotSignedIn from None
+    except DomainError as exc:
+        answer = failure(exc)
+        # A throttled current password is shown where it was typed, too.
+        field_errors = answer.field_errors or {"current_password": answer.message or NOT_CHANGED}
         response = _render_update(
             request,
             user.account,
-            forms={form_name: FormState(kept, {"current_password": wait})},
-            message=flash("error", wait),
-            status_code=429,
+            forms={form_name: FormState(kept, field_errors)},
+            message=flash("error", answer.message or NOT_CHANGED),
+            status_code=answer.status_code,
         )
-        response.headers["Retry-After"] = str(exc.retry_after)
+        response.headers.update(answer.headers)
         return response
-    except AccountGone:
-        raise NotSignedIn from None
     renewed_at = update.session_renewed_at
     response = _render_update(
         request, update.account, message=_success_message(update), renamed=renewed_at is not None
     )
     if renewed_at is not None:
         # A new cookie for the renewed session; its exp is never past the row's expiry.
-        token = app.tokens.issue(
-            user_id=update.account.id, session_id=user.session_id, now=int(renewed_at.timestamp())
+        start_session(
+            response,
+            request,
+            app.tokens,
+            account=update.account,
+            session_id=user.session_id,
+            now=renewed_at,
         )
-        set_session_cookie(response, request, token, max_age=SESSION_LIFETIME)
     return response
 
 
+@requires_user
 async def partial_update(request: Request) -> Response:
     return await _update(request, every_field_required=False)
 
 
+@requires_user
 async def full_update(request: Request) -> Response:
     return await _update(request, every_field_required=True)
 

@@ -1,8 +1,7 @@
-"""Form bodies and the forms they hold: parse strictly, validate, keep what was typed.
+"""The validation table: each field's rule, its message and the hint a form shows.
 
-Reading the body answers 413, 415 or 400 before anything else looks at the
-request. Validation turns fields into typed values or an `InvalidForm` that
-names each bad field.
+Forms hand in raw strings; these functions return typed values or raise
+`InvalidInput` naming every bad field (one bad field never hides another).
 """
 
 from __future__ import annotations
@@ -11,80 +10,39 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 from email_validator import EmailNotValidError, validate_email
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
 
-MAX_BODY_BYTES = 64 * 1024
-MAX_FIELDS = 100
-FORM_TYPE = "application/x-www-form-urlencoded"
+from webapp.domain.errors import InvalidInput
 
-USERNAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9]{2,49}")
+USERNAME_MIN_LENGTH = 3
+USERNAME_MAX_LENGTH = 50
+USERNAME_PATTERN = re.compile(
+    rf"[A-Za-z][A-Za-z0-9]{{{USERNAME_MIN_LENGTH - 1},{USERNAME_MAX_LENGTH - 1}}}"
+)
 MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
 # Sign-in takes a username or an e-mail, so the longer of the two.
 MAX_IDENTIFIER_LENGTH = MAX_EMAIL_LENGTH
 
+USERNAME_RULE = (
+    f"Use {USERNAME_MIN_LENGTH} to {USERNAME_MAX_LENGTH} letters and digits (A-Z, 0-9), "
+    "starting with a letter."
+)
+USERNAME_HINT = (
+    f"{USERNAME_MIN_LENGTH} to {USERNAME_MAX_LENGTH} letters and digits, starting with a letter."
+)
+CURRENT_PASSWORD_WRONG = "Your current password is not correct."
+CURRENT_PASSWORD_NEEDED = "Enter your current password to change your e-mail or password."
+
+
+def password_hint(min_length: int) -> str:
+    return (
+        f"At least {min_length} characters. Any characters, any length up to {MAX_PASSWORD_LENGTH}."
+    )
+
+
 Fields = Mapping[str, str]
-
-
-class InvalidForm(Exception):
-    """One or more fields are wrong; `errors` maps each field name to its message."""
-
-    status_code = 422
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__(", ".join(sorted(errors)))
-        self.errors = errors
-
-
-class Taken(InvalidForm):
-    """A username or e-mail already belongs to another account."""
-
-    status_code = 409
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    """The url-encoded body as a dict; raises HTTPException 413, 415 or 400."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise HTTPException(413, "The request body is larger than 64 KiB.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, "The request body is larger than 64 KiB.")
-    content_type = request.headers.get("content-type")
-    if content_type is None and not body:
-        # Nothing was sent (a bare POST with the token in a header): no fields.
-        return {}
-    media_type, *params = (content_type or "").split(";")
-    charset = "utf-8"
-    for param in params:
-        key, _, value = param.strip().partition("=")
-        if key.lower() == "charset":
-            charset = value.strip().strip('"').lower()
-    if media_type.strip().lower() != FORM_TYPE or charset not in ("utf-8", "utf8"):
-        raise HTTPException(415, "Send the form as application/x-www-form-urlencoded (UTF-8).")
-    try:
-        pairs = parse_qsl(
-            bytes(body).decode("utf-8"),
-            keep_blank_values=True,
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
-    except UnicodeDecodeError:
-        raise HTTPException(400, "The form is not valid UTF-8.") from None
-    except ValueError:
-        raise HTTPException(400, "The form has too many fields.") from None
-    fields: dict[str, str] = {}
-    for name, value in pairs:
-        if name in fields:
-            raise HTTPException(400, f"The field {name!r} was sent more than once.")
-        fields[name] = value
-    return fields
 
 
 # -- single fields ------------------------------------------------------------
@@ -96,8 +54,13 @@ def clean_username(raw: str) -> str:
     if not username:
         raise ValueError("Enter a username.")
     if not USERNAME_PATTERN.fullmatch(username):
-        raise ValueError("Use 3 to 50 letters and digits (A-Z, 0-9), starting with a letter.")
+        raise ValueError(USERNAME_RULE)
     return username
+
+
+def username_key(username: str) -> str:
+    """What makes two usernames the same account (usernames are ASCII: exact everywhere)."""
+    return username.lower()
 
 
 def clean_email(raw: str) -> str:
@@ -175,7 +138,7 @@ def parse_registration(fields: Fields, *, min_password_length: int) -> Registrat
         password, fields.get("confirm_password", ""), min_length=min_password_length
     )
     if errors:
-        raise InvalidForm(errors)
+        raise InvalidInput(errors)
     assert username is not None
     assert email is not None
     return Registration(username, email, password)
@@ -194,7 +157,7 @@ def parse_signin(fields: Fields) -> Signin:
     elif len(password) > MAX_PASSWORD_LENGTH:
         errors["password"] = f"Use at most {MAX_PASSWORD_LENGTH} characters."
     if errors:
-        raise InvalidForm(errors)
+        raise InvalidInput(errors)
     return Signin(identifier, password)
 
 
@@ -219,13 +182,13 @@ def parse_profile_changes(
             password = raw_password
     raw_current = fields.get("current_password", "")
     if len(raw_current) > MAX_PASSWORD_LENGTH:
-        errors["current_password"] = "Your current password is not correct."
+        errors["current_password"] = CURRENT_PASSWORD_WRONG
     elif raw_current:
         current = raw_current
     elif every_field_required:
         errors["current_password"] = "Enter your current password."
     if errors:
-        raise InvalidForm(errors)
+        raise InvalidInput(errors)
     return ProfileChanges(username, email, password, current)
 
 

@@ -1,4 +1,4 @@
-"""What routes need from the app, built once at start-up and typed."""
+"""What routes need from the app, built once at start-up (in `app.py`) and typed."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import jinja2
 from starlette.requests import HTTPConnection
 
-from webapp.accounts import Accounts
-from webapp.assets import StaticAssets
-from webapp.auth import TokenIssuer
 from webapp.db import Database
+from webapp.domain.accounts import Accounts
+from webapp.domain.sessions import Sessions
 from webapp.settings import Settings
+from webapp.web.assets import StaticAssets
+from webapp.web.tokens import TokenIssuer
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,7 @@ class Services:
     settings: Settings
     db: Database
     accounts: Accounts
+    sessions: Sessions
     tokens: TokenIssuer
     csrf_key: bytes
     assets: StaticAssets

@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
-from webapp.compression import Encoding, compress, negotiate
+from webapp.web.compression import Encoding, compress, negotiate
 
 # A year, in seconds: a versioned URL never changes content.
 IMMUTABLE = "public, max-age=31536000, immutable"

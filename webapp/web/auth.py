@@ -1,9 +1,11 @@
-"""Who is signed in: the JWT cookie AuthenticationBackend, token issuing, the route guard."""
+"""Who is signed in: the JWT cookie AuthenticationBackend, the route guard, and the one
+place that starts a browser session (JWT + cookie) and ends it."""
 
 from __future__ import annotations
 
-import time
-from functools import lru_cache
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from starlette.authentication import (
     AuthCredentials,
@@ -11,55 +13,14 @@ from starlette.authentication import (
     AuthenticationError,
     BaseUser,
 )
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 
-from webapp.accounts import Account, Accounts
-from webapp.cookies import session_token
 from webapp.db import UNAVAILABLE_ERRORS
-from webapp.security import InvalidToken, TokenClaims, decode_token, encode_token
-from webapp.settings import SESSION_LIFETIME
-
-
-class TokenIssuer:
-    """Issues and reads our JWTs, with the key and claims from settings."""
-
-    def __init__(self, *, key: bytes, algorithm: str, issuer: str, audience: str) -> None:
-        self.key = key
-        self.algorithm = algorithm
-        self.issuer = issuer
-        self.audience = audience
-        # A browser sends the same token with every request for an hour: verify its
-        # signature and claims once. Only tokens that verified are kept (exceptions are
-        # not cached), so forged tokens cannot fill it; expiry is re-checked on each use.
-        self._verified = lru_cache(maxsize=4096)(self._decode)
-
-    def issue(self, *, user_id: int, session_id: str, now: int) -> str:
-        return encode_token(
-            user_id=user_id,
-            session_id=session_id,
-            key=self.key,
-            algorithm=self.algorithm,
-            issuer=self.issuer,
-            audience=self.audience,
-            now=now,
-            lifetime=SESSION_LIFETIME,
-        )
-
-    def read(self, token: str) -> TokenClaims:
-        claims = self._verified(token)
-        if claims.expires_at <= time.time():
-            raise InvalidToken("expired")
-        return claims
-
-    def _decode(self, token: str) -> TokenClaims:
-        return decode_token(
-            token,
-            key=self.key,
-            algorithm=self.algorithm,
-            issuer=self.issuer,
-            audience=self.audience,
-            lifetime=SESSION_LIFETIME,
-        )
+from webapp.domain.sessions import Sessions
+from webapp.models import Account
+from webapp.web.cookies import clear_session_cookie, session_token, set_session_cookie
+from webapp.web.tokens import TOKEN_LIFETIME, InvalidToken, TokenClaims, TokenIssuer
 
 
 class SignedInUser(BaseUser):
@@ -95,8 +56,8 @@ class NotSignedIn(Exception):
 class JWTCookieBackend(AuthenticationBackend):
     """A request is signed in when its cookie holds a valid JWT whose session row is live."""
 
-    def __init__(self, accounts: Accounts, tokens: TokenIssuer) -> None:
-        self.accounts = accounts
+    def __init__(self, sessions: Sessions, tokens: TokenIssuer) -> None:
+        self.sessions = sessions
         self.tokens = tokens
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
@@ -109,9 +70,7 @@ class JWTCookieBackend(AuthenticationBackend):
             return None
         try:
             # The revocation check is a database read, done in a worker thread.
-            account = await self.accounts.load_session(
-                session_id=claims.session_id, user_id=claims.user_id
-            )
+            account = await self.sessions.load(session_id=claims.session_id, user_id=claims.user_id)
         except UNAVAILABLE_ERRORS as exc:
             raise DatabaseUnavailable("database unavailable") from exc
         if account is None:
@@ -130,3 +89,43 @@ def require_user(conn: HTTPConnection) -> SignedInUser:
     if user is None:
         raise NotSignedIn
     return user
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def requires_user(endpoint: Endpoint) -> Endpoint:
+    """Guard an endpoint: without a live session it never runs (401, or 303 for a page).
+
+    The mark is also read by CSRFMiddleware, so a signed-out request is told to sign
+    in whatever CSRF token it carries.
+    """
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        require_user(request)
+        return await endpoint(request)
+
+    guarded.requires_user = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def start_session(
+    response: Response,
+    conn: HTTPConnection,
+    tokens: TokenIssuer,
+    *,
+    account: Account,
+    session_id: str,
+    now: datetime,
+) -> None:
+    """Give the browser a token for the session (a new cookie at every sign-in or renewal)."""
+    token = tokens.issue(
+        user_id=account.id, session_id=session_id, now=int(now.timestamp()), lifetime=TOKEN_LIFETIME
+    )
+    set_session_cookie(response, conn, token, max_age=TOKEN_LIFETIME)
+
+
+def end_session(response: Response, conn: HTTPConnection) -> None:
+    """Clear the browser's session cookie (the server-side row is revoked by the domain)."""
+    clear_session_cookie(response, conn)

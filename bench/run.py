@@ -1,7 +1,7 @@
 """The performance figures of the app, measured against two bare Starlette apps.
 
-    .venv/bin/python -m tests.benchmark.run              # about 2 minutes
-    .venv/bin/python -m tests.benchmark.run --scale 0.3  # a quicker, rougher look
+    .venv/bin/python -m bench.run              # about 2 minutes
+    .venv/bin/python -m bench.run --scale 0.3  # a quicker, rougher look
 
 Starts, on loopback ports and under the same uvicorn settings (the Procfile's
 `web:` flags, one worker; wrk comes from Debian's package, installed if missing):
@@ -86,12 +86,13 @@ from sqlalchemy import create_engine, insert
 from sqlmodel import SQLModel
 
 import webapp.models  # noqa: F401  (registers the tables)
-from webapp.schema import upgrade_to_head
-from webapp.security import hash_password, verify_password
+from webapp.domain.passwords import hash_password_sync as hash_password
+from webapp.domain.passwords import verify_password_sync as verify_password
+from webapp.migrate import upgrade_to_head
 from webapp.settings import Settings
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parent
 LUA = HERE / "wrk_report.lua"
 DEFAULT_OUTPUT = REPO / "artifacts" / "benchmark.json"
 
@@ -1345,8 +1346,8 @@ def run(scale: float, output: Path) -> dict[str, Any]:
             launches = [
                 ("app", "app", "webapp.app:app", {**base_env, "DATABASE_URL": small_url}),
                 ("large", "app-100k", "webapp.app:app", {**base_env, "DATABASE_URL": large_url}),
-                ("hello", "bare-hello", "tests.benchmark.bare_hello:app", bare_env),
-                ("jwt", "bare-jwt", "tests.benchmark.bare_jwt:app", bare_env),
+                ("hello", "bare-hello", "bench.bare_hello:app", bare_env),
+                ("jwt", "bare-jwt", "bench.bare_jwt:app", bare_env),
             ]
             for key, name, app, env in launches:
                 servers[key] = start_server(
@@ -1407,7 +1408,7 @@ def run(scale: float, output: Path) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.benchmark.run", description=__doc__.split("\n\n")[0]
+        prog="python -m bench.run", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
         "--scale", type=float, default=1.0, help="multiply every measuring time (default 1)"

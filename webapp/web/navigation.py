@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 from starlette.requests import HTTPConnection
 from starlette.responses import RedirectResponse, Response
 
-from webapp.htmx import client_redirect, htmx_details
+from webapp.web.htmx import client_redirect, htmx_details
 
 MAX_NEXT_LENGTH = 2048
 

@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webapp.auth import signed_in_user
 from webapp.db import UNAVAILABLE_ERRORS, read_in_thread
-from webapp.services import services
-from webapp.templating import render_page
+from webapp.web.auth import signed_in_user
+from webapp.web.rendering import render_page
+from webapp.web.services import services
 
 
 async def home(request: Request) -> Response:

@@ -1,6 +1,6 @@
 """The floor of the benchmark: a bare Starlette app whose one route answers "hello".
 
-Served by `tests/benchmark/run.py` under the same uvicorn settings as the real app.
+Served by `bench/run.py` under the same uvicorn settings as the real app.
 """
 
 from __future__ import annotations

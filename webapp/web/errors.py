@@ -1,4 +1,5 @@
-"""Error responses in the app's own layout, revealing nothing internal.
+"""Every error answer: domain errors → status, wording and headers (one table), and the
+error pages in the app's own layout, revealing nothing internal.
 
 htmx requests get the status with `HX-Reswap: none` and the message in the
 flash region, so an error never replaces the part of the page being edited.
@@ -7,6 +8,7 @@ flash region, so an error never replaces the part of the page being edited.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.authentication import AuthenticationError
@@ -16,14 +18,72 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ExceptionHandler
 
-from webapp.auth import NotSignedIn
 from webapp.db import UNAVAILABLE_ERRORS
-from webapp.headers import add_security_headers
-from webapp.htmx import client_redirect, htmx_details
-from webapp.navigation import login_url
-from webapp.templating import flash, render_fragment, render_page
+from webapp.domain.errors import (
+    AccountGone,
+    DomainError,
+    InvalidInput,
+    SigninFailed,
+    Taken,
+    Throttled,
+    ThrottledAction,
+)
+from webapp.web.auth import NotSignedIn
+from webapp.web.htmx import client_redirect, htmx_details
+from webapp.web.middleware import add_security_headers
+from webapp.web.navigation import login_url
+from webapp.web.rendering import flash, render_fragment, render_page
 
 logger = logging.getLogger("webapp")
+
+SIGNIN_FAILED = "Incorrect username, e-mail or password."
+THROTTLED = {
+    "signin": "Too many failed sign-ins.",
+    "password": "Too many wrong passwords.",
+    "registration": "Too many new accounts from your network.",
+    "rename": "Too many username changes.",
+}
+
+# Domain error → HTTP status. The most specific class listed wins.
+STATUS: dict[type[DomainError], int] = {
+    Taken: 409,
+    InvalidInput: 422,
+    SigninFailed: 401,
+    AccountGone: 401,
+    Throttled: 429,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How a domain error is answered: status, a message for #flash, per-field messages."""
+
+    status_code: int
+    message: str | None
+    field_errors: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _throttled_message(action: ThrottledAction, retry_after: int) -> str:
+    minutes = -(-retry_after // 60)
+    return f"{THROTTLED[action]} Try again in {minutes} minute(s)."
+
+
+def failure(exc: DomainError) -> Failure:
+    """The one place that decides what a domain error looks like over HTTP."""
+    status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
+    if isinstance(exc, InvalidInput):
+        return Failure(status, None, exc.errors)
+    if isinstance(exc, Throttled):
+        return Failure(
+            status,
+            _throttled_message(exc.action, exc.retry_after),
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    if isinstance(exc, SigninFailed):
+        return Failure(status, SIGNIN_FAILED)
+    return Failure(status, MESSAGES[401])
+
 
 TITLES = {
     400: "Bad request",
@@ -31,11 +91,8 @@ TITLES = {
     403: "Forbidden",
     404: "Page not found",
     405: "Method not allowed",
-    409: "Conflict",
     413: "Request too large",
     415: "Unsupported form encoding",
-    422: "Invalid input",
-    429: "Too many requests",
     500: "Something went wrong",
     503: "Service unavailable",
 }
@@ -97,7 +154,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(request, exc.status_code, detail, dict(exc.headers or {}))
 
 
-async def not_signed_in(request: Request, exc: Exception) -> Response:
+async def not_signed_in(request: Request, exc: Exception | None = None) -> Response:
     details = htmx_details(request)
     if details.is_htmx:
         # fetch() would follow a 303 silently; HX-Redirect makes htmx load the sign-in page.
@@ -106,6 +163,16 @@ async def not_signed_in(request: Request, exc: Exception) -> Response:
     if request.method in ("GET", "HEAD"):
         return RedirectResponse(login_url(request.url.path), status_code=303)
     return error_response(request, 401)
+
+
+async def domain_error(request: Request, exc: Exception) -> Response:
+    """A domain error no route answered itself: the status and wording from the table."""
+    assert isinstance(exc, DomainError)
+    if isinstance(exc, AccountGone):
+        return await not_signed_in(request)
+    answer = failure(exc)
+    message = answer.message or next(iter(answer.field_errors.values()), None)
+    return error_response(request, answer.status_code, message, answer.headers)
 
 
 async def database_unavailable(request: Request, exc: Exception) -> Response:
@@ -132,6 +199,7 @@ async def server_error(request: Request, exc: Exception) -> Response:
 exception_handlers: dict[Any, ExceptionHandler] = {
     HTTPException: http_error,
     NotSignedIn: not_signed_in,
+    DomainError: domain_error,
     **dict.fromkeys(UNAVAILABLE_ERRORS, database_unavailable),
     500: server_error,
 }

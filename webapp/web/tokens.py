@@ -1,60 +1,24 @@
-"""Password hashing, JWTs and CSRF tokens: pure functions, no Starlette, no database."""
+"""Keys and JWTs: pure functions with keyword-only arguments, and the issuer built from settings."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import re
-import unicodedata
+import time
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 
-import bcrypt
 import jwt
 
-# bcrypt reads at most 72 bytes. Passwords are first reduced to a fixed-size
-# digest so every byte counts (as Django's BCryptSHA256PasswordHasher does).
-# The key only separates this use of SHA-256 from others; it is not a secret,
-# so rotating SECRET_KEY never locks anyone out.
-_PREHASH_KEY = b"webapp.password.v1"
-_BCRYPT_COST = re.compile(r"^\$2[aby]\$(\d\d)\$")
 REQUIRED_CLAIMS = ("sub", "sid", "jti", "iat", "exp", "iss", "aud")
+# One hour, in seconds: the lifetime of a token (cookie Max-Age and JWT exp - iat).
+TOKEN_LIFETIME = 3600
 
 
 def derive_key(*, secret: str, purpose: str) -> bytes:
     """A 64-byte key for one purpose, so no two uses share key material."""
     return hmac.new(secret.encode(), purpose.encode(), hashlib.sha512).digest()
-
-
-def _prehash(password: str) -> bytes:
-    normalized = unicodedata.normalize("NFC", password).encode()
-    return base64.b64encode(hmac.new(_PREHASH_KEY, normalized, hashlib.sha256).digest())
-
-
-def hash_password(password: str, *, rounds: int) -> str:
-    """A bcrypt hash of the NFC-normalised password. Slow on purpose: call it off the loop."""
-    return bcrypt.hashpw(_prehash(password), bcrypt.gensalt(rounds)).decode()
-
-
-def verify_password(password: str, *, password_hash: str) -> bool:
-    """Whether the password matches; False for a malformed hash rather than an error."""
-    try:
-        return bcrypt.checkpw(_prehash(password), password_hash.encode())
-    except ValueError:
-        return False
-
-
-def needs_rehash(password_hash: str, *, rounds: int) -> bool:
-    match = _BCRYPT_COST.match(password_hash)
-    return match is None or int(match.group(1)) != rounds
-
-
-@lru_cache(maxsize=4)
-def dummy_hash(rounds: int) -> str:
-    """A hash to check unknown users against, so timing does not tell who exists."""
-    return hash_password(uuid.uuid4().hex, rounds=rounds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,15 +84,45 @@ def decode_token(
     return TokenClaims(int(subject), session_id, token_id, issued_at, expires_at)
 
 
-def csrf_token(*, key: bytes, browser_id: str, session_id: str | None) -> str:
-    """The CSRF token of one browser (and, once signed in, one session)."""
-    message = f"{browser_id}|{session_id or ''}".encode()
-    digest = hmac.new(key, message, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+class TokenIssuer:
+    """Issues and reads our JWTs, with the key and claims from settings."""
 
+    def __init__(self, *, key: bytes, algorithm: str, issuer: str, audience: str) -> None:
+        self.key = key
+        self.algorithm = algorithm
+        self.issuer = issuer
+        self.audience = audience
+        # A browser sends the same token with every request for an hour: verify its
+        # signature and claims once. Only tokens that verified are kept (exceptions are
+        # not cached), so forged tokens cannot fill it; expiry is re-checked on each use.
+        self._verified = lru_cache(maxsize=4096)(self._decode)
 
-def csrf_token_matches(
-    candidate: str, *, key: bytes, browser_id: str, session_id: str | None
-) -> bool:
-    expected = csrf_token(key=key, browser_id=browser_id, session_id=session_id)
-    return hmac.compare_digest(candidate.encode(), expected.encode())
+    def issue(
+        self, *, user_id: int, session_id: str, now: int, lifetime: int = TOKEN_LIFETIME
+    ) -> str:
+        return encode_token(
+            user_id=user_id,
+            session_id=session_id,
+            key=self.key,
+            algorithm=self.algorithm,
+            issuer=self.issuer,
+            audience=self.audience,
+            now=now,
+            lifetime=lifetime,
+        )
+
+    def read(self, token: str, *, now: float | None = None) -> TokenClaims:
+        claims = self._verified(token)
+        if claims.expires_at <= (time.time() if now is None else now):
+            raise InvalidToken("expired")
+        return claims
+
+    def _decode(self, token: str) -> TokenClaims:
+        return decode_token(
+            token,
+            key=self.key,
+            algorithm=self.algorithm,
+            issuer=self.issuer,
+            audience=self.audience,
+            lifetime=TOKEN_LIFETIME,
+        )

@@ -1,0 +1,1 @@
+"""The rules of the app, with no knowledge of HTTP: nothing below imports Starlette."""

@@ -1,0 +1,182 @@
+"""Accounts: register, change the profile, and the current-password rule.
+
+What a PATCH or PUT that changes the password does is read in `_apply`: the new
+hash is saved and every other session of the user ends, in one transaction;
+the current session lives on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, or_, select, update
+
+from webapp.db import Database, read_in_thread, write_in_thread
+from webapp.domain import passwords, sessions, throttle
+from webapp.domain.errors import AccountGone, InvalidInput, Taken
+from webapp.domain.throttle import SigninThrottle
+from webapp.domain.validation import (
+    CURRENT_PASSWORD_NEEDED,
+    CURRENT_PASSWORD_WRONG,
+    ProfileChanges,
+    Registration,
+    email_key,
+    username_key,
+)
+from webapp.models import Account, Client, User, utcnow
+from webapp.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileUpdate:
+    account: Account
+    changed: frozenset[str] = field(default_factory=frozenset)
+    # After a rename the session gets a fresh lifetime from this moment, for a new cookie.
+    session_renewed_at: datetime | None = None
+
+
+def refuse_taken(
+    session: Session,
+    new_username_key: str | None,
+    new_email_key: str | None,
+    *,
+    user_id: int | None,
+) -> None:
+    """Raise Taken naming each field another account already uses."""
+    clauses = []
+    if new_username_key is not None:
+        clauses.append(col(User.username_key) == new_username_key)
+    if new_email_key is not None:
+        clauses.append(col(User.email_key) == new_email_key)
+    if not clauses:
+        return
+    query = select(User.username_key, User.email_key).where(or_(*clauses))
+    if user_id is not None:
+        query = query.where(col(User.id) != user_id)
+    errors = {}
+    for found_username, found_email in session.exec(query).all():
+        if new_username_key is not None and found_username == new_username_key:
+            errors["username"] = "That username is taken."
+        if new_email_key is not None and found_email == new_email_key:
+            errors["email"] = "That e-mail address is already registered."
+    if errors:
+        raise Taken(errors)
+
+
+class Accounts:
+    def __init__(self, db: Database, settings: Settings, signin_throttle: SigninThrottle) -> None:
+        self.db = db
+        self.settings = settings
+        self.throttle = signin_throttle
+
+    # -- registration ------------------------------------------------------
+
+    async def register(self, registration: Registration) -> Account:
+        """Create the account; raises Taken when the name or e-mail is in use."""
+        password_hash = await passwords.hash_password(
+            registration.password, rounds=self.settings.bcrypt_rounds
+        )
+        return await write_in_thread(self._insert_user, registration, password_hash)
+
+    def _insert_user(self, registration: Registration, password_hash: str) -> Account:
+        user = User(
+            username=registration.username,
+            username_key=username_key(registration.username),
+            email=registration.email,
+            email_key=email_key(registration.email),
+            password_hash=password_hash,
+        )
+        try:
+            with self.db.writing() as session:
+                refuse_taken(session, user.username_key, user.email_key, user_id=None)
+                session.add(user)
+        except IntegrityError:
+            # Lost a race with another registration between our check and insert.
+            with self.db.reading() as session:
+                refuse_taken(session, user.username_key, user.email_key, user_id=None)
+            raise
+        return sessions.account_of(user)
+
+    # -- profile ------------------------------------------------------------
+
+    async def update_profile(
+        self, account: Account, changes: ProfileChanges, *, session_id: str, client: Client
+    ) -> ProfileUpdate:
+        """Apply the changes; raises InvalidInput, Taken or Throttled."""
+        user = await read_in_thread(self._get_user, account.id)
+        if user is None:
+            raise AccountGone
+        assert user.id is not None
+        wanted: dict[str, str] = {}
+        if changes.username is not None and changes.username != user.username:
+            wanted["username"] = changes.username
+        if changes.email is not None and changes.email != user.email:
+            wanted["email"] = changes.email
+        if changes.password is not None:
+            wanted["password"] = changes.password
+        sensitive = "email" in wanted or "password" in wanted
+        if sensitive or changes.current_password is not None:
+            await self.check_current_password(user, changes.current_password, client)
+        if not wanted:
+            return ProfileUpdate(sessions.account_of(user))
+        new_hash = (
+            await passwords.hash_password(wanted["password"], rounds=self.settings.bcrypt_rounds)
+            if "password" in wanted
+            else None
+        )
+        return await write_in_thread(self._apply, user, wanted, new_hash, session_id)
+
+    def _get_user(self, user_id: int) -> User | None:
+        with self.db.reading() as session:
+            return session.get(User, user_id)
+
+    def _apply(
+        self, user: User, wanted: dict[str, str], new_hash: str | None, session_id: str
+    ) -> ProfileUpdate:
+        assert user.id is not None
+        new_username_key = username_key(wanted["username"]) if "username" in wanted else None
+        new_email_key = email_key(wanted["email"]) if "email" in wanted else None
+        now = utcnow()
+        values: dict[str, object] = {"updated_at": now}
+        if new_username_key is not None:
+            values |= {"username": wanted["username"], "username_key": new_username_key}
+        if new_email_key is not None:
+            values |= {"email": wanted["email"], "email_key": new_email_key}
+        if new_hash is not None:
+            values["password_hash"] = new_hash
+        try:
+            with self.db.writing() as session:
+                refuse_taken(session, new_username_key, new_email_key, user_id=user.id)
+                session.exec(update(User).where(col(User.id) == user.id).values(**values))
+                if "password" in wanted:
+                    # A new password ends every other sign-in of this user.
+                    sessions.revoke_others(session, user_id=user.id, keep=session_id, now=now)
+                if "username" in wanted:
+                    # The session lives on under the new name, with a fresh lifetime for
+                    # the cookie re-issued with it (in the same transaction).
+                    sessions.renew(session, session_id=session_id, now=now)
+        except IntegrityError:
+            with self.db.reading() as session:
+                refuse_taken(session, new_username_key, new_email_key, user_id=user.id)
+            raise
+        updated = Account(
+            id=user.id,
+            username=wanted.get("username", user.username),
+            email=wanted.get("email", user.email),
+        )
+        renewed_at = now if "username" in wanted else None
+        return ProfileUpdate(updated, frozenset(wanted), renewed_at)
+
+    async def check_current_password(
+        self, user: User, candidate: str | None, client: Client
+    ) -> None:
+        """The current password counts like a sign-in: throttled, failures recorded."""
+        if candidate is None:
+            raise InvalidInput({"current_password": CURRENT_PASSWORD_NEEDED})
+        account = throttle.account_key(user.id, user.username)
+        await self.throttle.check(account, client, action="password")
+        if not await passwords.verify_password(candidate, password_hash=user.password_hash):
+            await self.throttle.count_failure(account, client)
+            raise InvalidInput({"current_password": CURRENT_PASSWORD_WRONG})

@@ -1,0 +1,1 @@
+"""Everything that knows HTTP: body reading, cookies, CSRF, rendering, routes."""

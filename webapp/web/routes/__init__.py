@@ -1,0 +1,1 @@
+"""One module per area of the site: parse, call the domain, render. `app.py` gathers them."""
