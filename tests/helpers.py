@@ -23,6 +23,17 @@ ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
+def migration_head() -> str:
+    """The newest migration revision."""
+    from alembic.script import ScriptDirectory
+
+    from webapp.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
 def make_settings(database_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "app_env": "test",

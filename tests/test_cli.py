@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from tests.helpers import PASSWORD, ROOT
+from tests.helpers import PASSWORD, ROOT, migration_head
 from tests.live import base_env, postgres_database
 from webapp.db import normalize_database_url
 from webapp.domain.passwords import verify_password_sync as verify_password
@@ -62,7 +62,7 @@ def _rows(database_url: str, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_migrate_brings_an_empty_database_to_head_without_drift(empty_database):
-    assert pending_revisions(empty_database) == ["0001"]
+    assert pending_revisions(empty_database) == [migration_head()]
     result = webapp("migrate", env=base_env(empty_database))
     assert result.returncode == 0, result.stderr
     assert "newest schema" in result.stdout
@@ -210,7 +210,7 @@ def test_check_passes_a_good_production_configuration_at_head():
         )
         unmigrated = webapp("check", env=env)
         assert unmigrated.returncode == 1
-        assert "lacks migrations 0001" in unmigrated.stderr
+        assert f"lacks migrations {migration_head()}" in unmigrated.stderr
         assert webapp("migrate", env=env).returncode == 0
         result = webapp("check", env=env)
         assert result.returncode == 0, result.stderr

@@ -13,7 +13,7 @@ from webapp.db import Database, create_db_engine
 from webapp.domain.accounts import Accounts
 from webapp.domain.errors import InvalidInput, SigninFailed, Taken, Throttled
 from webapp.domain.sessions import Sessions
-from webapp.domain.throttle import SigninThrottle, account_key
+from webapp.domain.throttle import Throttle, account_key
 from webapp.domain.validation import ProfileChanges, Registration, Signin
 from webapp.models import Account, Client
 from webapp.settings import Settings
@@ -24,7 +24,7 @@ CLIENT = Client(address="192.0.2.1", user_agent="pytest")
 class Domain:
     def __init__(self, settings: Settings) -> None:
         self.db = Database(create_db_engine(settings.database_url))
-        self.throttle = SigninThrottle(self.db, settings)
+        self.throttle = Throttle(self.db, settings)
         self.accounts = Accounts(self.db, settings, self.throttle)
         self.sessions = Sessions(self.db, settings, self.throttle)
 
@@ -51,7 +51,9 @@ def test_register_then_sign_in_opens_a_live_session(domain):
     opened = domain.sign_in("ALICE")
     assert opened.account == account
     live = asyncio.run(domain.sessions.load(session_id=opened.session_id, user_id=account.id))
-    assert live == account
+    assert live is not None
+    assert live.account == account
+    assert live.expires_at == opened.expires_at
 
 
 def test_a_taken_name_is_refused_whatever_its_case(domain):
@@ -78,9 +80,9 @@ def test_the_throttle_refuses_after_ten_failures(domain):
         domain.sign_in("alice", PASSWORD)
     assert error.value.action == "signin"
     assert 0 < error.value.retry_after <= 15 * 60
-    key = account_key(account.id, "alice")
+    limits = domain.throttle.signin_limits(account_key(account.id, "alice"), CLIENT)
     with pytest.raises(Throttled):
-        asyncio.run(domain.throttle.check(key, CLIENT))
+        asyncio.run(domain.throttle.reserve(limits, action="password"))
 
 
 def test_sign_out_ends_the_session(domain):
@@ -92,7 +94,7 @@ def test_sign_out_ends_the_session(domain):
     )
 
 
-def test_a_new_password_ends_every_other_session_and_keeps_this_one(domain):
+def test_a_new_password_ends_every_session_and_this_browser_goes_on_in_a_new_one(domain):
     account = domain.register()
     this, other = domain.sign_in(), domain.sign_in()
     changes = ProfileChanges(None, None, "a new long password", PASSWORD)
@@ -100,8 +102,12 @@ def test_a_new_password_ends_every_other_session_and_keeps_this_one(domain):
         domain.accounts.update_profile(account, changes, session_id=this.session_id, client=CLIENT)
     )
     assert update.changed == {"password"}
+    assert update.session_id not in (None, this.session_id, other.session_id)
     load = domain.sessions.load
-    assert asyncio.run(load(session_id=this.session_id, user_id=account.id)) == account
+    renewed = asyncio.run(load(session_id=update.session_id, user_id=account.id))
+    assert renewed is not None
+    assert renewed.expires_at == this.expires_at
+    assert asyncio.run(load(session_id=this.session_id, user_id=account.id)) is None
     assert asyncio.run(load(session_id=other.session_id, user_id=account.id)) is None
     assert domain.sign_in("alice", "a new long password").account == account
 
@@ -125,4 +131,5 @@ def test_the_current_password_rule(domain):
         )
     )
     assert renamed.account.username == "Alicia"
-    assert renamed.session_renewed_at is not None
+    assert renamed.reissue_at is not None
+    assert renamed.session_id is None

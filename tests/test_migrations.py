@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine, inspect
 
+from tests.helpers import migration_head
 from webapp.db import normalize_database_url
 from webapp.migrate import check_no_drift, pending_revisions, upgrade_to_head
 
@@ -27,7 +28,7 @@ def test_upgrading_twice_is_harmless(database_url):
 
 def test_an_empty_sqlite_database_upgrades_to_head(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    assert pending_revisions(url) == ["0001"]
+    assert pending_revisions(url) == [migration_head()]
     upgrade_to_head(url)
     assert pending_revisions(url) == []
     check_no_drift(url)

@@ -79,7 +79,8 @@ def instances(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LiveServer, LiveServer]]:
     # AUTO_MIGRATE on an empty database: A and B both try to migrate as they start.
-    env = base_env(database_url, AUTO_MIGRATE="true")
+    # Registrations from one test client: well past the per-client hourly limit.
+    env = base_env(database_url, AUTO_MIGRATE="true", REGISTRATION_LIMIT="1000")
     with live_servers(env, tmp_path_factory.mktemp("multi"), "A", "B") as (a, b):
         yield a, b
         for server in (a, b):

@@ -15,10 +15,11 @@ def test_passwords_past_72_bytes_differ_in_their_tail(client, app):
 
 
 def test_the_longest_password_works_and_one_more_is_422(client, app):
-    longest = "é" * 1024
+    # Two characters taking turns: one repeated character is an easy-to-guess password.
+    longest = "éa" * 512
     assert register(client, password=longest).status_code == 303
     assert login(new_client(app), "alice", longest).status_code == 303
-    assert register(new_client(app), "bob", "bob@example.com", "é" * 1025).status_code == 422
+    assert register(new_client(app), "bob", "bob@example.com", longest + "é").status_code == 422
 
 
 def test_nfc_and_nfd_are_the_same_password(client, app):

@@ -19,7 +19,7 @@ from webapp.app import create_app
 from webapp.db import normalize_database_url
 from webapp.settings import ConfigurationError, Settings
 
-GOOD_KEY = "k" * 40
+GOOD_KEY = "kT3vQ9xW2mZ8pL5rN7bJ4hF6dS1aG0yC"
 
 
 def test_production_refuses_a_missing_key():

@@ -44,10 +44,10 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     from webapp.db import Database, create_db_engine
     from webapp.domain.accounts import Accounts
     from webapp.domain.errors import InvalidInput
-    from webapp.domain.throttle import SigninThrottle
+    from webapp.domain.throttle import Throttle
     from webapp.domain.validation import parse_registration
 
-    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass()
+    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else getpass.getpass()
     fields = {
         "username": args.username,
         "email": args.email,
@@ -57,7 +57,7 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     db = Database(create_db_engine(settings.database_url))
     try:
         registration = parse_registration(fields, min_password_length=settings.password_min_length)
-        accounts = Accounts(db, settings, SigninThrottle(db, settings))
+        accounts = Accounts(db, settings, Throttle(db, settings))
         account = asyncio.run(accounts.register(registration))
     except InvalidInput as exc:
         for field, message in exc.errors.items():

@@ -17,11 +17,11 @@ from starlette.routing import Mount
 from webapp.db import Database, create_db_engine
 from webapp.domain.accounts import Accounts
 from webapp.domain.sessions import Sessions
-from webapp.domain.throttle import SigninThrottle
+from webapp.domain.throttle import Throttle
 from webapp.settings import PROJECT_DIR, ConfigurationError, Settings
 from webapp.web import errors
 from webapp.web.assets import StaticAssets
-from webapp.web.auth import JWTCookieBackend
+from webapp.web.auth import JWTCookieBackend, SessionCookieMiddleware
 from webapp.web.browser import BrowserCookieMiddleware
 from webapp.web.csrf import CSRFMiddleware
 from webapp.web.middleware import SecurityHeadersMiddleware, TrustedProxyMiddleware
@@ -43,12 +43,12 @@ def build_services(settings: Settings) -> Services:
         )
     )
     assets = StaticAssets(PROJECT_DIR / "static")
-    signin_throttle = SigninThrottle(db, settings)
+    limits = Throttle(db, settings)
     return Services(
         settings=settings,
         db=db,
-        accounts=Accounts(db, settings, signin_throttle),
-        sessions=Sessions(db, settings, signin_throttle),
+        accounts=Accounts(db, settings, limits),
+        sessions=Sessions(db, settings, limits),
         tokens=TokenIssuer(
             # The JWT is signed with SECRET_KEY itself, as anyone checking a token
             # against the configuration expects; the other keys are derived from it.
@@ -111,6 +111,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 BrowserCookieMiddleware,
                 signing_key=derive_key(secret=settings.secret_key, purpose="browser-cookie"),
             ),
+            # Writes the cookies the authentication backend decides on (renewals).
+            Middleware(SessionCookieMiddleware),
             Middleware(
                 AuthenticationMiddleware,
                 backend=JWTCookieBackend(app_services.sessions, app_services.tokens),

@@ -61,6 +61,8 @@ class User(SQLModel, table=True):
     # email.lower() in Python: SQLite's lower() only folds ASCII.
     email_key: str = Field(max_length=254, unique=True)
     password_hash: str = Field(max_length=128)
+    # Bumped by every password change: sessions opened under an older one are dead.
+    credential_version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -71,22 +73,35 @@ class UserSession(SQLModel, table=True):
     __tablename__ = "user_sessions"
 
     id: str = Field(primary_key=True, max_length=64)
+    # The handle pages may show and name in URLs, never the sid itself. A session that goes
+    # on under a new sid (after a new password) keeps it, and the CSRF tokens bound to it.
+    public_id: str = Field(max_length=32, index=True)
     user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
     created_at: datetime = Field(default_factory=utcnow)
+    # The absolute end (12 hours, or 30 days with "remember me"): nothing extends it.
     expires_at: datetime
     revoked_at: datetime | None = None
+    # Updated when the session's token is renewed, so at most every ten minutes.
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    # users.credential_version when the session was opened.
+    credential_version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    # SHA-256 of the current remember_token and of the one it replaced (reuse detection).
+    remember_hash: str | None = Field(default=None, max_length=64, unique=True)
+    remember_prev_hash: str | None = Field(default=None, max_length=64, unique=True)
     user_agent: str = Field(default="", max_length=512)
     client_addr: str = Field(default="", max_length=64)
 
 
 class SigninFailure(SQLModel, table=True):
-    """One failed sign-in, counted against an account key and a client key."""
+    """One attempt at something limited (a sign-in, a registration, a rename), written before
+    it is evaluated; a successful sign-in deletes its own."""
 
     __tablename__ = "signin_failures"
     __table_args__ = (Index("ix_signin_failures_key_failed_at", "key", "failed_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    # "user:<id>", "name:<what was typed, lower-cased>" or "client:<address>".
+    # "user:<id>", "name:<sha256 of the canonical identifier>", "client:<address or /64>",
+    # "register:client:…" or "rename:user:<id>": one row per attempt (see domain/throttle.py).
     key: str = Field(max_length=300)
     # Indexed alone too: expired rows are purged by time across all keys.
     failed_at: datetime = Field(default_factory=utcnow, index=True)

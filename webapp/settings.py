@@ -24,8 +24,43 @@ JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEV_SECRET_FILE = PROJECT_DIR / ".secret_key"
 MIN_SECRET_BYTES = 32
-# One hour, in seconds: the lifetime of a sign-in (cookie Max-Age and JWT exp).
-SESSION_LIFETIME = 3600
+MIN_SECRET_DISTINCT_CHARACTERS = 16
+# Values people paste from examples and tutorials; never a production key.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "secret",
+        "secret-key",
+        "secretkey",
+        "your-secret-key",
+        "your_secret_key",
+        "supersecret",
+        "super-secret-key",
+        "replace-me",
+        "insecure",
+        "development",
+        "django-insecure",
+    }
+)
+
+
+def secret_key_problem(secret_key: str) -> str | None:
+    """Why a SECRET_KEY is unfit for production, or None."""
+    lowered = secret_key.strip().lower()
+    if any(lowered.startswith(placeholder) for placeholder in PLACEHOLDER_SECRETS):
+        return "SECRET_KEY is a placeholder from an example; generate a random one"
+    distinct = len(set(secret_key))
+    # A platform's generated hex key (app.json's "generator": "secret": 64 hex digits) has
+    # only 16 symbols to draw from and misses one of them a quarter of the time; such a key
+    # is still 250 random bits, so it needs 12 of the 16.
+    generated_hex = len(secret_key) >= 64 and all(c in "0123456789abcdef" for c in secret_key)
+    if distinct < (12 if generated_hex else MIN_SECRET_DISTINCT_CHARACTERS):
+        return (
+            f"SECRET_KEY has fewer than {MIN_SECRET_DISTINCT_CHARACTERS} distinct characters; "
+            "generate a random one"
+        )
+    return None
 
 
 class ConfigurationError(Exception):
@@ -57,6 +92,13 @@ class Settings:
     throttle_window: int = 15 * 60
     throttle_account_limit: int = 10
     throttle_client_limit: int = 100
+    # New accounts per client per hour, and username changes per account per hour.
+    registration_limit: int = 10
+    rename_limit: int = 10
+    # The absolute end of a session, in seconds after sign-in (12 hours), and of one
+    # opened with "remember me", in days.
+    session_max_age: int = 12 * 3600
+    remember_me_days: int = 30
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -82,6 +124,12 @@ class Settings:
             found.append("DB_POOL_SIZE must be at least 1 and DB_MAX_OVERFLOW at least 0")
         if not self.jwt_issuer or not self.jwt_audience:
             found.append("JWT_ISSUER and JWT_AUDIENCE must not be empty")
+        if self.registration_limit < 1 or self.rename_limit < 1:
+            found.append("REGISTRATION_LIMIT and RENAME_LIMIT must be at least 1")
+        if self.session_max_age < 3600 or self.remember_me_days < 1:
+            found.append("SESSION_MAX_AGE must be at least 3600 and REMEMBER_ME_DAYS at least 1")
+        if self.is_production and (problem := secret_key_problem(self.secret_key)):
+            found.append(problem)
         return found
 
     @property
@@ -106,6 +154,8 @@ class Settings:
             found.append("BCRYPT_ROUNDS is below 12")
         if self.password_min_length < 8:
             found.append("PASSWORD_MIN_LENGTH is below 8")
+        if problem := secret_key_problem(self.secret_key):
+            found.append(problem)
         return found
 
     @classmethod
@@ -116,7 +166,7 @@ class Settings:
         env = os.environ if environ is None else environ
         dotenv = env_file or PROJECT_DIR / ".env"
         config = Config(dotenv if dotenv.is_file() else None, environ=dict(env))
-        app_env = config("APP_ENV", default="development")
+        app_env = config("APP_ENV", default=cls.app_env)
         if app_env not in APP_ENVS:
             raise ConfigurationError(f"APP_ENV must be one of {', '.join(APP_ENVS)}")
         secret_key = config("SECRET_KEY", default="")
@@ -129,19 +179,31 @@ class Settings:
                 app_env=app_env,
                 secret_key=secret_key,
                 database_url=config("DATABASE_URL", default=cls.database_url),
-                bcrypt_rounds=config("BCRYPT_ROUNDS", cast=int, default=12),
-                password_min_length=config("PASSWORD_MIN_LENGTH", cast=int, default=8),
-                jwt_algorithm=config("JWT_ALGORITHM", default="HS256"),
-                jwt_issuer=config("JWT_ISSUER", default="webapp"),
-                jwt_audience=config("JWT_AUDIENCE", default="webapp"),
-                forwarded_allow_ips=_split(config("FORWARDED_ALLOW_IPS", default="127.0.0.1,::1")),
-                forwarded_trusted_hops=config("FORWARDED_TRUSTED_HOPS", cast=int, default=1),
+                bcrypt_rounds=config("BCRYPT_ROUNDS", cast=int, default=cls.bcrypt_rounds),
+                password_min_length=config(
+                    "PASSWORD_MIN_LENGTH", cast=int, default=cls.password_min_length
+                ),
+                jwt_algorithm=config("JWT_ALGORITHM", default=cls.jwt_algorithm),
+                jwt_issuer=config("JWT_ISSUER", default=cls.jwt_issuer),
+                jwt_audience=config("JWT_AUDIENCE", default=cls.jwt_audience),
+                forwarded_allow_ips=_split(
+                    config("FORWARDED_ALLOW_IPS", default=",".join(cls.forwarded_allow_ips))
+                ),
+                forwarded_trusted_hops=config(
+                    "FORWARDED_TRUSTED_HOPS", cast=int, default=cls.forwarded_trusted_hops
+                ),
                 allow_sqlite_in_production=config(
-                    "ALLOW_SQLITE_IN_PRODUCTION", cast=bool, default=False
+                    "ALLOW_SQLITE_IN_PRODUCTION", cast=bool, default=cls.allow_sqlite_in_production
                 ),
                 auto_migrate=config("AUTO_MIGRATE", cast=bool, default=app_env != "production"),
-                db_pool_size=config("DB_POOL_SIZE", cast=int, default=10),
-                db_max_overflow=config("DB_MAX_OVERFLOW", cast=int, default=30),
+                db_pool_size=config("DB_POOL_SIZE", cast=int, default=cls.db_pool_size),
+                db_max_overflow=config("DB_MAX_OVERFLOW", cast=int, default=cls.db_max_overflow),
+                registration_limit=config(
+                    "REGISTRATION_LIMIT", cast=int, default=cls.registration_limit
+                ),
+                rename_limit=config("RENAME_LIMIT", cast=int, default=cls.rename_limit),
+                session_max_age=config("SESSION_MAX_AGE", cast=int, default=cls.session_max_age),
+                remember_me_days=config("REMEMBER_ME_DAYS", cast=int, default=cls.remember_me_days),
             )
         except ValueError as exc:
             # Starlette's Config names the key in its message ("Config 'X' has value ...").

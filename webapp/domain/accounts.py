@@ -1,8 +1,10 @@
 """Accounts: register, change the profile, and the current-password rule.
 
-What a PATCH or PUT that changes the password does is read in `_apply`: the new
-hash is saved and every other session of the user ends, in one transaction;
-the current session lives on.
+What a PATCH or PUT that changes the password does is read in `_apply`, one
+transaction: the new hash is saved, the credential version goes up (so every
+session opened with the old password is dead, including sign-ins still in
+flight), every session of the user is revoked, and this browser continues in a
+new session (new sid) with the same absolute end.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from sqlmodel import Session, col, or_, select, update
 from webapp.db import Database, read_in_thread, write_in_thread
 from webapp.domain import passwords, sessions, throttle
 from webapp.domain.errors import AccountGone, InvalidInput, Taken
-from webapp.domain.throttle import SigninThrottle
+from webapp.domain.throttle import Throttle
 from webapp.domain.validation import (
     CURRENT_PASSWORD_NEEDED,
     CURRENT_PASSWORD_WRONG,
@@ -33,8 +35,10 @@ from webapp.settings import Settings
 class ProfileUpdate:
     account: Account
     changed: frozenset[str] = field(default_factory=frozenset)
-    # After a rename the session gets a fresh lifetime from this moment, for a new cookie.
-    session_renewed_at: datetime | None = None
+    # The browser needs a new token: after a rename (same session), or after a new password
+    # (a new session, `session_id`). Stamped from this moment.
+    reissue_at: datetime | None = None
+    session_id: str | None = None
 
 
 def refuse_taken(
@@ -66,12 +70,18 @@ def refuse_taken(
 
 
 class Accounts:
-    def __init__(self, db: Database, settings: Settings, signin_throttle: SigninThrottle) -> None:
+    def __init__(self, db: Database, settings: Settings, limits: Throttle) -> None:
         self.db = db
         self.settings = settings
-        self.throttle = signin_throttle
+        self.throttle = limits
 
     # -- registration ------------------------------------------------------
+
+    async def count_registration_attempt(self, client: Client) -> None:
+        """Every registration attempt from a client counts, valid or not; raises Throttled."""
+        await self.throttle.reserve(
+            self.throttle.registration_limits(client), action="registration"
+        )
 
     async def register(self, registration: Registration) -> Account:
         """Create the account; raises Taken when the name or e-mail is in use."""
@@ -116,6 +126,16 @@ class Accounts:
             wanted["email"] = changes.email
         if changes.password is not None:
             wanted["password"] = changes.password
+            problem = passwords.weakness(
+                changes.password,
+                username=wanted.get("username", user.username),
+                email=wanted.get("email", user.email),
+            )
+            if problem:
+                raise InvalidInput({"password": problem})
+        if "username" in wanted:
+            # Every rename attempt counts (a taken name too), so names cannot be probed fast.
+            await self.throttle.reserve(self.throttle.rename_limits(user.id), action="rename")
         sensitive = "email" in wanted or "password" in wanted
         if sensitive or changes.current_password is not None:
             await self.check_current_password(user, changes.current_password, client)
@@ -146,17 +166,30 @@ class Accounts:
             values |= {"email": wanted["email"], "email_key": new_email_key}
         if new_hash is not None:
             values["password_hash"] = new_hash
+            values["credential_version"] = user.credential_version + 1
+        new_session_id = None
         try:
             with self.db.writing() as session:
                 refuse_taken(session, new_username_key, new_email_key, user_id=user.id)
-                session.exec(update(User).where(col(User.id) == user.id).values(**values))
-                if "password" in wanted:
-                    # A new password ends every other sign-in of this user.
-                    sessions.revoke_others(session, user_id=user.id, keep=session_id, now=now)
-                if "username" in wanted:
-                    # The session lives on under the new name, with a fresh lifetime for
-                    # the cookie re-issued with it (in the same transaction).
-                    sessions.renew(session, session_id=session_id, now=now)
+                found = session.exec(
+                    update(User)
+                    .where(col(User.id) == user.id)
+                    # Lost to a concurrent password change: that one stands.
+                    .where(col(User.credential_version) == user.credential_version)
+                    .values(**values)
+                )
+                if found.rowcount != 1:
+                    raise AccountGone
+                if new_hash is not None:
+                    # A new password ends every session of this user; this browser goes
+                    # on in a new one (new sid), under the new credential.
+                    new_session_id = sessions.reopen(
+                        session,
+                        old_id=session_id,
+                        credential_version=user.credential_version + 1,
+                        now=now,
+                    )
+                    sessions.revoke_all(session, user_id=user.id, keep=new_session_id, now=now)
         except IntegrityError:
             with self.db.reading() as session:
                 refuse_taken(session, new_username_key, new_email_key, user_id=user.id)
@@ -166,8 +199,8 @@ class Accounts:
             username=wanted.get("username", user.username),
             email=wanted.get("email", user.email),
         )
-        renewed_at = now if "username" in wanted else None
-        return ProfileUpdate(updated, frozenset(wanted), renewed_at)
+        reissue = "username" in wanted or new_session_id is not None
+        return ProfileUpdate(updated, frozenset(wanted), now if reissue else None, new_session_id)
 
     async def check_current_password(
         self, user: User, candidate: str | None, client: Client
@@ -175,8 +208,8 @@ class Accounts:
         """The current password counts like a sign-in: throttled, failures recorded."""
         if candidate is None:
             raise InvalidInput({"current_password": CURRENT_PASSWORD_NEEDED})
-        account = throttle.account_key(user.id, user.username)
-        await self.throttle.check(account, client, action="password")
+        limits = self.throttle.signin_limits(throttle.account_key(user.id, user.username), client)
+        reservation = await self.throttle.reserve(limits, action="password")
         if not await passwords.verify_password(candidate, password_hash=user.password_hash):
-            await self.throttle.count_failure(account, client)
             raise InvalidInput({"current_password": CURRENT_PASSWORD_WRONG})
+        await self.throttle.release(reservation)

@@ -1,4 +1,5 @@
-"""Password hashing: NFC, an HMAC pre-hash so every byte counts, bcrypt off the event loop.
+"""Passwords: NFC, an HMAC pre-hash so every byte counts, bcrypt off the event loop, and the
+rule for passwords that are easy to guess.
 
 bcrypt reads at most 72 bytes, so passwords are first reduced to a fixed-size
 digest (as Django's BCryptSHA256PasswordHasher does). The pre-hash key only
@@ -25,6 +26,7 @@ import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 
 import bcrypt
 
@@ -101,3 +103,41 @@ async def verify_password(password: str, *, password_hash: str) -> bool:
 async def dummy_hash(rounds: int) -> str:
     """dummy_hash_sync (made once per cost), awaited."""
     return await asyncio.wrap_future(_pool.submit(dummy_hash_sync, rounds))
+
+
+# -- easy-to-guess passwords -----------------------------------------------------------
+
+_COMMON_FILE = Path(__file__).with_name("common_passwords.txt")
+
+
+def _load_common() -> frozenset[str]:
+    lines = _COMMON_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
+# A set of 10,000 short strings, about 1 MB; the zxcvbn package it comes from would
+# cost a worker 14 MB, so its head is shipped as a file (see the file's header).
+COMMON_PASSWORDS = _load_common()
+# Shorter names or local parts ("al", "jo") are inside too many good passwords to refuse.
+MIN_CONTAINED_LENGTH = 3
+
+TOO_COMMON = "This password is too common: it is one of the 10,000 most used. Choose another."
+REPEATED = "A password of one repeated character is easy to guess. Choose another."
+HAS_USERNAME = "The password must not contain your username."
+HAS_EMAIL = "The password must not contain the name part of your e-mail address."
+
+
+def weakness(password: str, *, username: str, email: str) -> str | None:
+    """Why the password is easy to guess, or None. Compared ignoring case, after NFC."""
+    folded = unicodedata.normalize("NFC", password).casefold()
+    if folded in COMMON_PASSWORDS:
+        return TOO_COMMON
+    if len(set(folded)) == 1:
+        return REPEATED
+    name = username.casefold()
+    if len(name) >= MIN_CONTAINED_LENGTH and name in folded:
+        return HAS_USERNAME
+    local_part = email.rpartition("@")[0].casefold()
+    if len(local_part) >= MIN_CONTAINED_LENGTH and local_part in folded:
+        return HAS_EMAIL
+    return None

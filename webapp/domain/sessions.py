@@ -1,41 +1,60 @@
 """Sessions: open one (sign-in), load it (the live check of every signed-in request),
-and end one or all others. A session row's id is the JWT's `sid`.
+resume it from a remember token, and end it. A session row's id is the JWT's `sid`.
 
-The public methods are coroutines: database work runs in worker threads, bcrypt
-on the low-priority threads of `passwords`, never inside a write transaction.
+A session is bound to the credential it was opened with: the row keeps the user's
+`credential_version` of that moment, and the live check compares it with the user's
+current one in the same query as revocation and expiry. A password change bumps the
+version, so nothing opened with the old password survives it, not even a sign-in that
+was checking the old password while it changed.
+
+The public methods are coroutines: database work runs in worker threads, bcrypt on
+the low-priority threads of `passwords`, never inside a write transaction.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, SQLModel, col, or_, select, update
 
 from webapp.db import Database, read_in_thread, write_in_thread
 from webapp.domain import passwords, throttle
 from webapp.domain.errors import SigninFailed
-from webapp.domain.throttle import SigninThrottle
-from webapp.domain.validation import Signin, clean_email, email_key, username_key
+from webapp.domain.throttle import Reservation, Throttle
+from webapp.domain.validation import Signin, username_key
 from webapp.models import Account, Client, User, UserSession, utcnow
-from webapp.settings import SESSION_LIFETIME, Settings
+from webapp.settings import Settings
 
-# The revocation check of every signed-in request.
+# The live check of every signed-in request: revoked, expired and old-credential
+# sessions are all "not signed in".
 _LIVE_SESSION_SQL = """
-SELECT users.id, users.username, users.email
+SELECT users.id, users.username, users.email, user_sessions.expires_at, user_sessions.public_id
 FROM user_sessions JOIN users ON users.id = user_sessions.user_id
 WHERE user_sessions.id = :sid AND users.id = :uid
   AND user_sessions.revoked_at IS NULL AND user_sessions.expires_at > :now
+  AND user_sessions.credential_version = users.credential_version
 """
 
 
 @dataclass(frozen=True, slots=True)
-class NewSession:
+class LiveSession:
     account: Account
     session_id: str
-    # The moment the session starts: its token is stamped with it.
+    # The public handle, kept when the session goes on under a new sid.
+    handle: str
+    # The absolute end: nothing extends it.
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession(LiveSession):
+    # The moment the session (or this token of it) starts.
     started_at: datetime
+    # The opaque "remember me" secret for the browser; only its hash is stored.
+    remember_token: str | None = None
 
 
 def account_of(user: User) -> Account:
@@ -43,99 +62,245 @@ def account_of(user: User) -> Account:
     return Account(id=user.id, username=user.username, email=user.email)
 
 
-def revoke_others(session: Session, *, user_id: int, keep: str, now: datetime) -> None:
-    """End every live session of the user but `keep`, inside the caller's transaction."""
-    session.exec(
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def revoke_all(session: Session, *, user_id: int, now: datetime, keep: str | None = None) -> None:
+    """End every live session of the user (but `keep`), inside the caller's transaction."""
+    query = (
         update(UserSession)
         .where(col(UserSession.user_id) == user_id)
-        .where(col(UserSession.id) != keep)
         .where(col(UserSession.revoked_at).is_(None))
-        .values(revoked_at=now)
     )
+    if keep is not None:
+        query = query.where(col(UserSession.id) != keep)
+    session.exec(query.values(revoked_at=now))
 
 
-def renew(session: Session, *, session_id: str, now: datetime) -> None:
-    """A fresh lifetime for one session (a rename re-issues its cookie)."""
-    session.exec(
-        update(UserSession)
-        .where(col(UserSession.id) == session_id)
-        .values(expires_at=now + timedelta(seconds=SESSION_LIFETIME))
+def reopen(session: Session, *, old_id: str, credential_version: int, now: datetime) -> str:
+    """A new row (new sid) for the browser of `old_id`, under a new credential: the same
+    absolute end, the same remember token. The caller revokes the old row."""
+    old = session.get(UserSession, old_id)
+    assert old is not None
+    row = UserSession(
+        id=new_session_id(),
+        public_id=old.public_id,
+        user_id=old.user_id,
+        created_at=old.created_at,
+        expires_at=old.expires_at,
+        last_seen_at=now,
+        credential_version=credential_version,
+        remember_hash=old.remember_hash,
+        remember_prev_hash=old.remember_prev_hash,
+        user_agent=old.user_agent,
+        client_addr=old.client_addr,
     )
+    # The remember hashes are unique: the old row gives them up first.
+    old.remember_hash = old.remember_prev_hash = None
+    session.add(old)
+    session.flush()
+    session.add(row)
+    return row.id
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands datetimes back naive; every time here is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Sessions:
-    def __init__(self, db: Database, settings: Settings, signin_throttle: SigninThrottle) -> None:
+    def __init__(self, db: Database, settings: Settings, limits: Throttle) -> None:
         self.db = db
         self.settings = settings
-        self.throttle = signin_throttle
+        self.throttle = limits
         expires_at = SQLModel.metadata.tables["user_sessions"].c["expires_at"]
         self._live_session_query = db.fast_read(_LIVE_SESSION_SQL, {"now": expires_at.type})
 
-    async def sign_in(self, signin: Signin, client: Client) -> NewSession:
-        """Check the password and open a session; raises SigninFailed or Throttled."""
-        user, account = await read_in_thread(self._candidate, signin, client)
+    # -- signing in --------------------------------------------------------------
+
+    async def sign_in(
+        self, signin: Signin, client: Client, *, remember: bool = False, replaces: str | None = None
+    ) -> NewSession:
+        """Check the password and open a session; raises SigninFailed or Throttled.
+
+        The attempt is reserved before the password is checked, and exactly one bcrypt
+        check runs whether or not the identifier names an account. `replaces` is the
+        session this browser was signed in with, ended in the same transaction.
+        """
+        user = await read_in_thread(self._candidate, signin)
+        account = throttle.account_key(user.id if user else None, signin.identifier)
+        reservation = await self.throttle.reserve(
+            self.throttle.signin_limits(account, client), action="signin"
+        )
         rounds = self.settings.bcrypt_rounds
         stored_hash = user.password_hash if user else await passwords.dummy_hash(rounds)
-        if user is None or not await passwords.verify_password(
-            signin.password, password_hash=stored_hash
-        ):
-            await self.throttle.count_failure(account, client)
+        matches = await passwords.verify_password(signin.password, password_hash=stored_hash)
+        if user is None or not matches:
             raise SigninFailed
         new_hash = (
             await passwords.hash_password(signin.password, rounds=rounds)
             if passwords.needs_rehash(user.password_hash, rounds=rounds)
             else None
         )
-        return await write_in_thread(self._open, user, client, new_hash)
+        return await write_in_thread(
+            self._open, user, client, new_hash, reservation, remember, replaces
+        )
 
-    def _candidate(self, signin: Signin, client: Client) -> tuple[User | None, str]:
-        """The account the identifier names (if any) and its throttling key; raises Throttled."""
+    def _candidate(self, signin: Signin) -> User | None:
+        """The account the identifier names, by username or e-mail, however it was typed."""
+        canonical = throttle.canonical_identifier(signin.identifier)
+        if not canonical.isprintable() or len(canonical) > 254:
+            # No account has such a name; the database is not asked (PostgreSQL refuses NUL).
+            return None
         with self.db.reading() as session:
-            user = session.exec(
+            return session.exec(
                 select(User).where(
                     or_(
-                        col(User.username_key) == username_key(signin.identifier),
-                        col(User.email_key) == _identifier_email_key(signin.identifier),
+                        col(User.username_key) == username_key(canonical),
+                        col(User.email_key) == canonical,
                     )
                 )
             ).first()
-            account = throttle.account_key(user.id if user else None, signin.identifier)
-            self.throttle.refuse_if_throttled(session, account, client)
-        return user, account
 
-    def _open(self, user: User, client: Client, new_hash: str | None) -> NewSession:
+    def _open(
+        self,
+        user: User,
+        client: Client,
+        new_hash: str | None,
+        reservation: Reservation,
+        remember: bool,
+        replaces: str | None,
+    ) -> NewSession:
         assert user.id is not None
         now = utcnow()
+        lifetime = (
+            timedelta(days=self.settings.remember_me_days)
+            if remember
+            else timedelta(seconds=self.settings.session_max_age)
+        )
+        remember_token = secrets.token_urlsafe(32) if remember else None
         row = UserSession(
-            id=secrets.token_urlsafe(32),
+            id=new_session_id(),
+            public_id=secrets.token_urlsafe(12),
             user_id=user.id,
             created_at=now,
-            expires_at=now + timedelta(seconds=SESSION_LIFETIME),
+            expires_at=now + lifetime,
+            last_seen_at=now,
+            # The credential the password was checked against, read before the check.
+            credential_version=user.credential_version,
+            remember_hash=token_hash(remember_token) if remember_token else None,
             user_agent=client.user_agent[:512],
             client_addr=client.address[:64],
         )
-        # Earlier failures are not forgiven by a success: ten inside the window throttle
-        # the account whoever signed in between (else the owner's sign-in would hand an
-        # attacker ten fresh guesses).
         with self.db.writing() as session:
+            current = session.exec(
+                select(User.credential_version).where(col(User.id) == user.id)
+            ).first()
+            if current != user.credential_version:
+                # The password changed while this one was being checked: too late.
+                raise SigninFailed
+            # Earlier failures are not forgiven by a success, only this attempt's own
+            # reservation (else the owner's sign-in would hand an attacker fresh guesses).
+            throttle.release_in(session, reservation)
+            if replaces is not None:
+                session.exec(
+                    update(UserSession)
+                    .where(col(UserSession.id) == replaces)
+                    .where(col(UserSession.revoked_at).is_(None))
+                    .values(revoked_at=now)
+                )
             session.add(row)
             if new_hash is not None:
                 session.exec(
                     update(User).where(col(User.id) == user.id).values(password_hash=new_hash)
                 )
-        return NewSession(account_of(user), row.id, now)
+        return NewSession(
+            account_of(user), row.id, row.public_id, row.expires_at, now, remember_token
+        )
 
-    async def load(self, *, session_id: str, user_id: int) -> Account | None:
-        """The account behind a live (unrevoked, unexpired) session, else None."""
+    # -- the live check ----------------------------------------------------------------
+
+    async def load(self, *, session_id: str, user_id: int) -> LiveSession | None:
+        """The live (unrevoked, unexpired, current-credential) session, else None."""
         return await read_in_thread(self._live, session_id, user_id)
 
-    def _live(self, session_id: str, user_id: int) -> Account | None:
+    def _live(self, session_id: str, user_id: int) -> LiveSession | None:
         # Runs on every signed-in request: one indexed lookup by primary key.
         row = self._live_session_query.first({"sid": session_id, "uid": user_id, "now": utcnow()})
         if row is None:
             return None
-        found_id, username, email = row
-        return Account(id=found_id, username=username, email=email)
+        found_id, username, email, expires_at, handle = row
+        # The driver's own value: a datetime from psycopg, ISO text from sqlite3.
+        if isinstance(expires_at, str):
+            expires_at = datetime.fromisoformat(expires_at)
+        account = Account(found_id, username, email)
+        return LiveSession(account, session_id, handle, _aware(expires_at))
+
+    async def touch(self, session_id: str) -> None:
+        """Note that the session is in use (called at most once per token renewal)."""
+        await write_in_thread(self._touch, session_id)
+
+    def _touch(self, session_id: str) -> None:
+        with self.db.writing() as session:
+            session.exec(
+                update(UserSession)
+                .where(col(UserSession.id) == session_id)
+                .values(last_seen_at=utcnow())
+            )
+
+    # -- remember me ---------------------------------------------------------------------
+
+    async def resume(self, remember_token: str) -> NewSession | None:
+        """Sign a browser in again with its remember token, handing it a new one.
+
+        The presented token is spent; presenting a spent one again means a copy is in
+        someone else's hands, so the session ends. Check and rotation: one transaction.
+        """
+        return await write_in_thread(self._resume, token_hash(remember_token))
+
+    def _resume(self, presented: str) -> NewSession | None:
+        now = utcnow()
+        with self.db.writing() as session:
+            found = session.exec(
+                select(UserSession, User)
+                .join(User, col(User.id) == col(UserSession.user_id))
+                .where(
+                    or_(
+                        col(UserSession.remember_hash) == presented,
+                        col(UserSession.remember_prev_hash) == presented,
+                    )
+                )
+                .with_for_update()
+            ).first()
+            if found is None:
+                return None
+            row, user = found
+            live = (
+                row.revoked_at is None
+                and _aware(row.expires_at) > now
+                and row.credential_version == user.credential_version
+            )
+            if not live:
+                return None
+            if row.remember_hash != presented:
+                # A spent token: whoever holds the current one, this session is over.
+                row.revoked_at = now
+                session.add(row)
+                return None
+            token = secrets.token_urlsafe(32)
+            row.remember_prev_hash, row.remember_hash = presented, token_hash(token)
+            row.last_seen_at = now
+            session.add(row)
+            return NewSession(
+                account_of(user), row.id, row.public_id, _aware(row.expires_at), now, token
+            )
+
+    # -- signing out ---------------------------------------------------------------------
 
     async def sign_out(self, session_id: str) -> None:
         """Revoke one session; its token is refused from now on, on every worker."""
@@ -149,11 +314,3 @@ class Sessions:
                 .where(col(UserSession.revoked_at).is_(None))
                 .values(revoked_at=utcnow())
             )
-
-
-def _identifier_email_key(identifier: str) -> str:
-    """Sign-in by e-mail matches however the address was typed."""
-    try:
-        return email_key(clean_email(identifier))
-    except ValueError:
-        return email_key(identifier)

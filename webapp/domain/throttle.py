@@ -1,116 +1,170 @@
-"""The whole throttling decision: which keys count, their limits, and how long to wait.
+"""The whole throttling decision: which keys count, their limits and windows, and how long
+to wait (the 429's Retry-After).
 
-Failures are counted in the database, so every worker and instance agrees. A
-key is throttled once it has `limit` failures inside the sliding window; it is
-free again when enough of them have aged out.
+Every limited action reserves an attempt *before* it is evaluated, in one write
+transaction with the count (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction
+advisory lock per key), so however many requests arrive at once, no more than
+`limit` of them are ever evaluated in a window. A successful sign-in releases
+its reservation; a failure leaves it standing as the failure. Rows live in the
+database, so every worker and instance agrees.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import text
 from sqlmodel import Session, col, delete, select
 
-from webapp.db import Database, read_in_thread, write_in_thread
+from webapp.db import Database, write_in_thread
 from webapp.domain.errors import Throttled, ThrottledAction
+from webapp.domain.validation import clean_email, email_key
 from webapp.models import Client, SigninFailure, utcnow
 from webapp.settings import Settings
+
+HOUR = 3600
+# Rows older than the longest window are deleted as new ones are written.
+LONGEST_WINDOW = HOUR
 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
     key: str
     limit: int
+    # Seconds.
+    window: int
 
 
-def account_key(user_id: int | None, typed_name: str) -> str:
-    """One counter per account whatever spelling was used; unknown names get their own."""
-    return f"user:{user_id}" if user_id is not None else f"name:{typed_name.lower()}"
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The attempt rows one reservation wrote (deleted again if the attempt succeeds)."""
+
+    ids: tuple[int, ...]
+
+
+def canonical_identifier(identifier: str) -> str:
+    """What an identifier means, however it was typed: Unicode width (NFKC), case, and
+    for an address the IDNA form of its domain. Lookups and throttling both use it."""
+    text_ = unicodedata.normalize("NFKC", identifier.strip())
+    try:
+        return email_key(clean_email(text_))
+    except ValueError:
+        return text_.casefold()
+
+
+def account_key(user_id: int | None, identifier: str) -> str:
+    """One counter per account whatever spelling was used; for a name no account has, one
+    counter per canonical spelling, hashed so any length or character fits the column."""
+    if user_id is not None:
+        return f"user:{user_id}"
+    digest = hashlib.sha256(canonical_identifier(identifier).encode()).hexdigest()
+    return f"name:{digest}"
 
 
 def client_key(address: str) -> str:
-    return f"client:{address}"
+    """One counter per client address; an IPv6 client by its /64, which it owns whole."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return f"client:{address[:64]}"
+    if parsed.version == 6:
+        mapped = parsed.ipv4_mapped
+        if mapped is not None:
+            return f"client:{mapped}"
+        return f"client:{ipaddress.ip_network(f'{parsed}/64', strict=False)}"
+    return f"client:{parsed}"
 
 
-def seconds_until_allowed(
-    session: Session, limits: Sequence[Limit], *, window: int, now: datetime
-) -> int | None:
-    """None when every key may try again, else how long until all of them may."""
-    since = now - timedelta(seconds=window)
+def _lock_id(key: str) -> int:
+    """A signed 64-bit advisory-lock id for a key."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+def reserve_in(
+    session: Session, limits: Sequence[Limit], *, action: ThrottledAction, now: datetime
+) -> Reservation:
+    """Count and reserve one attempt against every limit, inside the caller's write
+    transaction; raises Throttled (and writes nothing) when any limit is used up."""
+    keys = sorted({limit.key for limit in limits})
+    if session.get_bind().dialect.name == "postgresql":
+        # Concurrent reservations of one key queue here until the first commits; SQLite's
+        # BEGIN IMMEDIATE already admits one writer at a time.
+        for key in keys:
+            session.exec(text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=_lock_id(key)))  # type: ignore[call-overload]
+    since = now - timedelta(seconds=max(limit.window for limit in limits))
     rows = session.exec(
         select(SigninFailure.key, SigninFailure.failed_at)
-        .where(col(SigninFailure.key).in_([limit.key for limit in limits]))
+        .where(col(SigninFailure.key).in_(keys))
         .where(SigninFailure.failed_at > since)
         .order_by(col(SigninFailure.failed_at))
     ).all()
     wait = 0.0
     for limit in limits:
-        times = [failed_at for key, failed_at in rows if key == limit.key]
+        start = now - timedelta(seconds=limit.window)
+        times = [at for key, at in rows if key == limit.key and at > start]
         if len(times) >= limit.limit:
-            # Allowed again once all but limit-1 failures have left the window.
-            frees_at = times[len(times) - limit.limit] + timedelta(seconds=window)
+            # Allowed again once all but limit-1 attempts have left the window.
+            frees_at = times[len(times) - limit.limit] + timedelta(seconds=limit.window)
             wait = max(wait, (frees_at - now).total_seconds())
-    return max(1, math.ceil(wait)) if wait > 0 else None
-
-
-def record_failure(session: Session, keys: Sequence[str], *, window: int, now: datetime) -> None:
+    if wait > 0:
+        raise Throttled(max(1, math.ceil(wait)), action=action)
     session.exec(
-        delete(SigninFailure).where(col(SigninFailure.failed_at) <= now - timedelta(seconds=window))
+        delete(SigninFailure).where(
+            col(SigninFailure.failed_at) <= now - timedelta(seconds=LONGEST_WINDOW)
+        )
     )
-    session.add_all(SigninFailure(key=key, failed_at=now) for key in keys)
+    attempts = [SigninFailure(key=key, failed_at=now) for key in keys]
+    session.add_all(attempts)
+    session.flush()
+    return Reservation(tuple(attempt.id for attempt in attempts if attempt.id is not None))
 
 
-class SigninThrottle:
-    """Failed sign-ins (and wrong current passwords) per account and per client."""
+def release_in(session: Session, reservation: Reservation) -> None:
+    """Forget a reservation whose attempt succeeded (inside the caller's transaction)."""
+    if reservation.ids:
+        session.exec(delete(SigninFailure).where(col(SigninFailure.id).in_(reservation.ids)))
+
+
+class Throttle:
+    """The app's limits, from settings: sign-in and current-password guesses per account and
+    per client, registrations per client, renames per account."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
 
-    def limits(self, account: str, client: Client) -> list[Limit]:
+    def signin_limits(self, account: str, client: Client) -> list[Limit]:
+        window = self.settings.throttle_window
         return [
-            Limit(account, self.settings.throttle_account_limit),
-            Limit(client_key(client.address), self.settings.throttle_client_limit),
+            Limit(account, self.settings.throttle_account_limit, window),
+            Limit(client_key(client.address), self.settings.throttle_client_limit, window),
         ]
 
-    def refuse_if_throttled(
-        self,
-        session: Session,
-        account: str,
-        client: Client,
-        *,
-        action: ThrottledAction = "signin",
-    ) -> None:
-        """Raise Throttled when the account or the client has used up its failures."""
-        wait = seconds_until_allowed(
-            session,
-            self.limits(account, client),
-            window=self.settings.throttle_window,
-            now=utcnow(),
-        )
-        if wait is not None:
-            raise Throttled(wait, action=action)
+    def registration_limits(self, client: Client) -> list[Limit]:
+        return [
+            Limit(f"register:{client_key(client.address)}", self.settings.registration_limit, HOUR)
+        ]
 
-    async def check(
-        self, account: str, client: Client, *, action: ThrottledAction = "signin"
-    ) -> None:
-        await read_in_thread(self._check, account, client, action)
+    def rename_limits(self, user_id: int) -> list[Limit]:
+        return [Limit(f"rename:user:{user_id}", self.settings.rename_limit, HOUR)]
 
-    def _check(self, account: str, client: Client, action: ThrottledAction) -> None:
-        with self.db.reading() as session:
-            self.refuse_if_throttled(session, account, client, action=action)
+    async def reserve(self, limits: Sequence[Limit], *, action: ThrottledAction) -> Reservation:
+        """Reserve one attempt (its own transaction); raises Throttled."""
+        return await write_in_thread(self._reserve, limits, action)
 
-    async def count_failure(self, account: str, client: Client) -> None:
-        await write_in_thread(self._count_failure, account, client)
-
-    def _count_failure(self, account: str, client: Client) -> None:
+    def _reserve(self, limits: Sequence[Limit], action: ThrottledAction) -> Reservation:
         with self.db.writing() as session:
-            record_failure(
-                session,
-                [account, client_key(client.address)],
-                window=self.settings.throttle_window,
-                now=utcnow(),
-            )
+            return reserve_in(session, limits, action=action, now=utcnow())
+
+    async def release(self, reservation: Reservation) -> None:
+        await write_in_thread(self._release, reservation)
+
+    def _release(self, reservation: Reservation) -> None:
+        with self.db.writing() as session:
+            release_in(session, reservation)

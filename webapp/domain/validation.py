@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from email_validator import EmailNotValidError, validate_email
 
 from webapp.domain.errors import InvalidInput
+from webapp.domain.passwords import weakness
 
 USERNAME_MIN_LENGTH = 3
 USERNAME_MAX_LENGTH = 50
@@ -137,6 +138,13 @@ def parse_registration(fields: Fields, *, min_password_length: int) -> Registrat
     errors |= check_new_password(
         password, fields.get("confirm_password", ""), min_length=min_password_length
     )
+    if (
+        "password" not in errors
+        and username is not None
+        and email is not None
+        and (problem := weakness(password, username=username, email=email))
+    ):
+        errors["password"] = problem
     if errors:
         raise InvalidInput(errors)
     assert username is not None

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 SESSION_COOKIE = "access_token"
+REMEMBER_COOKIE = "remember_token"
 
 
 def is_https(conn: HTTPConnection) -> bool:
@@ -37,18 +38,21 @@ def cookie_header(name: str, value: str, conn: HTTPConnection, *, max_age: int) 
     return morsel.OutputString()
 
 
-def set_session_cookie(
-    response: Response, conn: HTTPConnection, token: str, *, max_age: int
+def set_cookie(
+    response: Response, conn: HTTPConnection, base: str, value: str, *, max_age: int
 ) -> None:
-    name = cookie_name(SESSION_COOKIE, conn)
-    response.headers.append("set-cookie", cookie_header(name, token, conn, max_age=max_age))
+    name = cookie_name(base, conn)
+    response.headers.append("set-cookie", cookie_header(name, value, conn, max_age=max_age))
 
 
-def clear_session_cookie(response: Response, conn: HTTPConnection) -> None:
-    name = cookie_name(SESSION_COOKIE, conn)
-    response.headers.append("set-cookie", cookie_header(name, "", conn, max_age=0))
+def clear_cookie(response: Response, conn: HTTPConnection, base: str) -> None:
+    set_cookie(response, conn, base, "", max_age=0)
 
 
 def session_token(conn: HTTPConnection) -> str | None:
     """The JWT, from the cookie only: never a header or the query string."""
     return conn.cookies.get(cookie_name(SESSION_COOKIE, conn)) or None
+
+
+def remember_token(conn: HTTPConnection) -> str | None:
+    return conn.cookies.get(cookie_name(REMEMBER_COOKIE, conn)) or None

@@ -46,8 +46,10 @@ def csrf_token_matches(
 
 
 def _session_id(conn: HTTPConnection) -> str | None:
+    """The session a token is bound to: its public handle, which a session keeps when it
+    goes on under a new sid (a new password), so the open page stays usable."""
     user = conn.scope.get("user")
-    return getattr(user, "session_id", None)
+    return getattr(user, "session_handle", None)
 
 
 def token_for(conn: HTTPConnection, *, key: bytes) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from starlette.requests import HTTPConnection
 from starlette.responses import RedirectResponse, Response
@@ -21,10 +21,19 @@ def _is_local_path(candidate: str) -> bool:
     return not parts.scheme and not parts.netloc
 
 
+# What stays as it is when a `next` is made ASCII: URL syntax and existing escapes.
+_URL_SAFE = "/?#[]@!$&'()*+,;=%:-._~"
+
+
 def safe_next(value: str | None) -> str:
-    """`value` when it is a path on this site at every level of percent-decoding, else "/"."""
+    """`value` when it is a path on this site at every level of percent-decoding, else "/".
+
+    Any character outside ASCII is percent-encoded, so the answer fits every header
+    (Location, HX-Redirect) and means the same path.
+    """
     if not value or len(value) > MAX_NEXT_LENGTH:
         return "/"
+    value = quote(value, safe=_URL_SAFE)
     candidate = value
     # "/%2F%2Fevil.example" only turns into "//evil.example" once decoded: check each layer.
     for _ in range(4):

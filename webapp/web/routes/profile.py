@@ -86,19 +86,23 @@ async def _update(request: Request, *, every_field_required: bool) -> Response:
         )
         response.headers.update(answer.headers)
         return response
-    renewed_at = update.session_renewed_at
     response = _render_update(
-        request, update.account, message=_success_message(update), renamed=renewed_at is not None
+        request,
+        update.account,
+        message=_success_message(update),
+        renamed="username" in update.changed,
     )
-    if renewed_at is not None:
-        # A new cookie for the renewed session; its exp is never past the row's expiry.
+    if update.reissue_at is not None:
+        # A token under the new name, or for the new session after a new password; the
+        # session's absolute end stays where it was.
         start_session(
             response,
             request,
             app.tokens,
             account=update.account,
-            session_id=user.session_id,
-            now=renewed_at,
+            session_id=update.session_id or user.session_id,
+            expires_at=user.expires_at,
+            now=update.reissue_at,
         )
     return response
 

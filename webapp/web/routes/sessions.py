@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from webapp.domain.errors import DomainError, InvalidInput
 from webapp.domain.validation import parse_registration, parse_signin
-from webapp.web.auth import end_session, signed_in_user, start_session
+from webapp.web.auth import end_session, signed_in_user, start_new_session
 from webapp.web.browser import browser_state
 from webapp.web.errors import failure
 from webapp.web.forms import form_fields
@@ -49,6 +49,7 @@ class Register(HTTPEndpoint):
         if signed_in_user(request) is not None:
             return _already_signed_in(request)
         try:
+            await app.accounts.count_registration_attempt(client_of(request))
             registration = parse_registration(
                 fields, min_password_length=app.settings.password_min_length
             )
@@ -97,11 +98,18 @@ class Login(HTTPEndpoint):
         fields = form_fields(request)
         app = services(request)
         next_url = safe_next(fields.get("next"))
+        previous = signed_in_user(request)
         try:
             signin = parse_signin(fields)
-            new_session = await app.sessions.sign_in(signin, client_of(request))
+            new_session = await app.sessions.sign_in(
+                signin,
+                client_of(request),
+                remember=bool(fields.get("remember")),
+                # Signing in ends the session this browser had, whoever it belonged to.
+                replaces=previous.session_id if previous else None,
+            )
         except InvalidInput as exc:
-            form = FormState(_kept(fields, "username"), exc.errors)
+            form = FormState(_kept(fields, "username", "remember"), exc.errors)
             return _login_form(request, form, next_url, status_code=422)
         except DomainError as exc:
             # Nothing typed is echoed, so an unknown name and a wrong password read the same.
@@ -116,14 +124,7 @@ class Login(HTTPEndpoint):
             response.headers.update(answer.headers)
             return response
         response = see_other(request, next_url)
-        start_session(
-            response,
-            request,
-            app.tokens,
-            account=new_session.account,
-            session_id=new_session.session_id,
-            now=new_session.started_at,
-        )
+        start_new_session(response, request, app.tokens, new_session)
         state = browser_state(request)
         # A new CSRF identity at sign-in: no token from before it is accepted after.
         state.renew_id()
