@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.helpers import PASSWORD, csrf_token, rows, signed_in
@@ -128,3 +130,60 @@ def test_extra_content_type_parameters_are_fine(client, app):
         client, _valid_body(token), "application/x-www-form-urlencoded; charset=UTF-8; foo=bar"
     )
     assert response.status_code == 303
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Content-Type", FORM), ("Content-Type", "application/json")],
+        [("Content-Type", "application/json"), ("Content-Type", FORM)],
+        [("Content-Type", FORM), ("Content-Type", FORM)],
+    ],
+)
+def test_a_repeated_content_type_is_400(client, app, headers):
+    token = csrf_token(client, "/register")
+    response = client.post("/register", content=_valid_body(token), headers=headers)
+    assert response.status_code == 400
+    assert "Content-Type" in response.text
+    assert rows(app, "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_a_repeated_content_length_is_400(client, app):
+    """Sent as raw ASGI, since HTTP clients will not put two lengths on the wire."""
+    token = csrf_token(client, "/register")
+    body = _valid_body(token)
+    length = str(len(body)).encode()
+    scope_headers = [
+        (b"content-type", FORM.encode()),
+        (b"content-length", length),
+        (b"content-length", length),
+        (b"cookie", "; ".join(f"{k}={v}" for k, v in client.cookies.items()).encode()),
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    import anyio
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/register",
+        "raw_path": b"/register",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *scope_headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    anyio.run(app, scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert rows(app, "SELECT count(*) FROM users") == [(0,)]

@@ -11,13 +11,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from starlette.testclient import TestClient
 
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, make_settings, patch_profile, signed_in
 from tests.live import (
     LiveServer,
     TcpProxy,
@@ -27,6 +30,7 @@ from tests.live import (
     require_postgres_url,
     tcp_proxy,
 )
+from webapp.app import create_app
 from webapp.db import normalize_database_url
 from webapp.migrate import upgrade_to_head
 
@@ -222,3 +226,133 @@ def test_a_silent_database_answers_503_within_the_bound(outage: Outage) -> None:
         assert "Welcome, alice" in response.text
         print(f"first signed-in page after the silence: {recovered:.3f} s")
     assert server.process.poll() is None, "the server restarted or died"
+
+
+# -- writes: a database that goes silent mid-write, in the app's own process -------------
+
+
+@dataclass
+class InProcess:
+    app: Any
+    proxy: TcpProxy
+    database_url: str
+
+
+@pytest.fixture
+def in_process(tmp_path: Path) -> Iterator[InProcess]:
+    """The app in this process, its database behind the proxy, with short deadlines."""
+    require_postgres_url()
+    with postgres_database("webapp_write_outage") as database_url:
+        upgrade_to_head(database_url)
+        real = make_url(normalize_database_url(database_url))
+        with tcp_proxy((real.host or "127.0.0.1", real.port or 5432)) as proxy:
+            proxied = real.set(host="127.0.0.1", port=proxy.port)
+            settings = make_settings(
+                proxied.render_as_string(hide_password=False),
+                db_read_deadline=1.0,
+                db_write_deadline=2.0,
+                db_idle_in_transaction_timeout=1000,
+                db_statement_timeout=2000,
+                db_lock_timeout=1000,
+                db_tcp_user_timeout=2000,
+            )
+            app = create_app(settings)
+            try:
+                yield InProcess(app, proxy, database_url)
+            finally:
+                if proxy.is_open:
+                    proxy.close()
+                app.state.services.db.dispose()
+
+
+def _idle_in_transaction(database_url: str):
+    """Connections of this database holding a transaction open, seen from outside the proxy."""
+    url = make_url(normalize_database_url(database_url))
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = :name "
+                    "AND state LIKE 'idle in transaction%'"
+                ),
+                {"name": url.database},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def _user_row_is_free(database_url: str) -> bool:
+    engine = create_engine(normalize_database_url(database_url))
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SET lock_timeout = '200ms'"))
+            connection.execute(text("SELECT id FROM users FOR UPDATE")).all()
+            connection.rollback()
+        return True
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("cut", ["before the UPDATE is answered", "between UPDATE and COMMIT"])
+def test_a_write_cut_off_answers_503_in_time_and_leaves_no_lock(in_process: InProcess, cut: str):
+    app, proxy = in_process.app, in_process.proxy
+    engine = app.state.services.db.engine
+    with TestClient(app, follow_redirects=False) as client:
+        token = signed_in(client)
+        armed = {"on": True}
+
+        def silence_on_update(conn, cursor, statement, *args):
+            if armed["on"] and statement.lstrip().upper().startswith("UPDATE USERS"):
+                armed["on"] = False
+                proxy.silence()
+
+        def silence_on_commit(conn):
+            if armed["on"] and conn.info.get("updated_users"):
+                armed["on"] = False
+                proxy.silence()
+
+        def note_update(conn, cursor, statement, *args):
+            if statement.lstrip().upper().startswith("UPDATE USERS"):
+                conn.info["updated_users"] = True
+
+        if cut == "before the UPDATE is answered":
+            event.listen(engine, "before_cursor_execute", silence_on_update)
+        else:
+            event.listen(engine, "after_cursor_execute", note_update)
+            event.listen(engine, "commit", silence_on_commit)
+        started = time.monotonic()
+        response = patch_profile(
+            client, "alice", token, email="new@example.com", current_password=PASSWORD
+        )
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503, response.text[:300]
+        assert response.headers["hx-reswap"] == "none"
+        # The write deadline (2 s here), not TCP's minutes.
+        assert elapsed < 2.0 + BOUND, elapsed
+        assert not armed["on"], "the cut never happened"
+        # The server ends the stranded transaction (idle_in_transaction_session_timeout),
+        # and with it the row lock: nothing of the app's is left holding anything.
+        for _ in range(100):
+            if _idle_in_transaction(in_process.database_url) == 0:
+                break
+            time.sleep(0.1)
+        assert _idle_in_transaction(in_process.database_url) == 0
+        assert _user_row_is_free(in_process.database_url)
+        # Nothing half-done: the change was never committed.
+        with create_engine(normalize_database_url(in_process.database_url)).connect() as c:
+            assert c.execute(text("SELECT email FROM users")).scalar_one() == "alice@example.com"
+
+        proxy.close()
+        proxy.open()
+        event.remove(
+            engine,
+            "before_cursor_execute" if cut == "before the UPDATE is answered" else "commit",
+            silence_on_update if cut == "before the UPDATE is answered" else silence_on_commit,
+        )
+        response = patch_profile(
+            client, "alice", token, email="new@example.com", current_password=PASSWORD
+        )
+        assert response.status_code == 200, response.text[:300]

@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Mount
 
-from webapp.db import Database, create_db_engine
+from webapp.db import Database, Deadlines, create_db_engine
 from webapp.domain.accounts import Accounts
 from webapp.domain.sessions import Sessions
 from webapp.domain.throttle import Throttle
@@ -40,7 +40,15 @@ def build_services(settings: Settings) -> Services:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             connect_timeout=settings.db_connect_timeout,
-        )
+            deadlines=Deadlines(
+                statement_timeout=settings.db_statement_timeout,
+                lock_timeout=settings.db_lock_timeout,
+                idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout,
+                tcp_user_timeout=settings.db_tcp_user_timeout,
+            ),
+        ),
+        read_deadline=settings.db_read_deadline,
+        write_deadline=settings.db_write_deadline,
     )
     assets = StaticAssets(PROJECT_DIR / "static")
     limits = Throttle(db, settings)

@@ -1,15 +1,24 @@
 """The database engine and transaction scopes.
 
-Everything but `read_in_thread` and `write_in_thread` is synchronous: call it from a worker thread
-(`run_in_threadpool`, or `read_in_thread` for reads), never on the event loop."""
+Every database operation has a deadline: `Database.read` and `Database.write` run a
+synchronous function in a worker thread and give up waiting at `read_deadline` /
+`write_deadline` (503). A read left behind is harmless. A write left behind is a
+transaction whose outcome is unknown: it commits or rolls back as a whole, and on
+PostgreSQL `statement_timeout`, `lock_timeout`, `idle_in_transaction_session_timeout`
+and TCP keepalives / `tcp_user_timeout` end it on the server's side, so no lock
+outlives it. Everything else here is synchronous: call it from those threads."""
 
 from __future__ import annotations
 
 import functools
+import os
 import re
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import anyio
 from sqlalchemy import Engine, create_engine, event, text
@@ -19,45 +28,55 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Session
 
-# Seconds a read may take before we stop waiting: a database that went silent
-# (no refusal, no reset) would otherwise hold every page until TCP gives up.
-READ_DEADLINE = 1.5
+
+# What a lost, unreachable, locked, full or read-only database raises; the app answers
+# these with 503.
+class DeadlineExceeded(Exception):
+    """The database did not finish within the deadline (a read, or a write)."""
 
 
-class ReadTimeout(Exception):
-    """The database did not answer a read within READ_DEADLINE."""
+class StorageFull(Exception):
+    """The SQLite file's disk has (almost) no room left."""
 
 
-# What a lost, unreachable or locked database raises; the app answers these with 503.
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     OperationalError,
     InterfaceError,
     PoolTimeoutError,
-    ReadTimeout,
+    DeadlineExceeded,
+    StorageFull,
 )
+# Below this much free space beside an SQLite file (1 MiB), /healthz calls the disk full:
+# SQLite reuses its WAL, so a small write can still pass on a disk that is out of room.
+MIN_FREE_BYTES = 1024 * 1024
 
 T = TypeVar("T")
 
+Unavailability = Literal["unreachable", "read_only", "disk_full"]
 
-async def read_in_thread(function: Callable[..., T], *args: object) -> T:
-    """Run a read-only database call in a worker thread, for at most READ_DEADLINE.
 
-    Past the deadline the thread is abandoned (it ends when the driver gives up)
-    and ReadTimeout is raised. Only for reads: a write left behind might still
-    commit after the person was told it failed.
-    """
+def unavailability(exc: BaseException) -> Unavailability:
+    """Why the database could not be used, as far as the driver says."""
+    if isinstance(exc, StorageFull):
+        return "disk_full"
+    original = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(original, "sqlstate", None) or ""
+    text_ = str(original).lower()
+    if sqlstate == "53100" or "disk is full" in text_ or "no space left" in text_:
+        return "disk_full"
+    if sqlstate == "25006" or "readonly database" in text_ or "read-only" in text_:
+        return "read_only"
+    return "unreachable"
+
+
+async def _in_thread(function: Callable[..., T], args: tuple[object, ...], deadline: float) -> T:
     try:
-        with anyio.fail_after(READ_DEADLINE):
+        with anyio.fail_after(deadline):
             return await anyio.to_thread.run_sync(
                 functools.partial(function, *args), abandon_on_cancel=True
             )
     except TimeoutError:
-        raise ReadTimeout(f"no answer within {READ_DEADLINE} s") from None
-
-
-async def write_in_thread(function: Callable[..., T], *args: object) -> T:
-    """Run a database write in a worker thread, to its end (never abandoned)."""
-    return await anyio.to_thread.run_sync(functools.partial(function, *args))
+        raise DeadlineExceeded(f"no answer within {deadline} s") from None
 
 
 def normalize_database_url(url: str) -> str:
@@ -68,8 +87,43 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """Server-side limits set on every PostgreSQL connection, in milliseconds."""
+
+    statement_timeout: int = 5000
+    lock_timeout: int = 3000
+    idle_in_transaction_timeout: int = 10000
+    # Unacknowledged data or unanswered keepalives for this long: the connection is dead.
+    tcp_user_timeout: int = 5000
+
+
+def postgres_connect_args(connect_timeout: int, deadlines: Deadlines) -> dict[str, Any]:
+    options = " ".join(
+        [
+            f"-c statement_timeout={deadlines.statement_timeout}",
+            f"-c lock_timeout={deadlines.lock_timeout}",
+            f"-c idle_in_transaction_session_timeout={deadlines.idle_in_transaction_timeout}",
+        ]
+    )
+    return {
+        "connect_timeout": connect_timeout,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 2,
+        "tcp_user_timeout": deadlines.tcp_user_timeout,
+        "options": options,
+    }
+
+
 def create_db_engine(
-    url: str, *, pool_size: int = 10, max_overflow: int = 30, connect_timeout: int = 2
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 30,
+    connect_timeout: int = 2,
+    deadlines: Deadlines | None = None,
 ) -> Engine:
     url = normalize_database_url(url)
     if url.startswith("sqlite"):
@@ -91,7 +145,7 @@ def create_db_engine(
         pool_timeout=connect_timeout,
         # Never echo bound values (password hashes, e-mails) into errors or logs.
         hide_parameters=True,
-        connect_args={"connect_timeout": connect_timeout},
+        connect_args=postgres_connect_args(connect_timeout, deadlines or Deadlines()),
     )
 
 
@@ -174,11 +228,26 @@ class FastRead:
 
 
 class Database:
-    """Owns the engine; hands out read and write transaction scopes."""
+    """Owns the engine; runs reads and writes off the event loop, each with a deadline."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, *, read_deadline: float = 1.5, write_deadline: float = 6.0
+    ) -> None:
         self.engine = engine
         self._write_engine = engine.execution_options(sqlite_immediate=True)
+        # Seconds. A silent database (no refusal, no reset) would otherwise hold a request
+        # until TCP gives up.
+        self.read_deadline = read_deadline
+        self.write_deadline = write_deadline
+
+    async def read(self, function: Callable[..., T], *args: object) -> T:
+        """Run a read-only database call in a worker thread, for at most read_deadline."""
+        return await _in_thread(function, args, self.read_deadline)
+
+    async def write(self, function: Callable[..., T], *args: object) -> T:
+        """Run a writing call in a worker thread, for at most write_deadline: past it the
+        caller gets DeadlineExceeded (503) and the transaction's outcome is unknown."""
+        return await _in_thread(function, args, self.write_deadline)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
@@ -197,6 +266,20 @@ class Database:
     def ping(self) -> None:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+    def probe_write(self) -> None:
+        """A real write that leaves nothing behind: a row in and out of health_probe, one
+        committed transaction. Raises what a read-only or full database raises."""
+        database = self.engine.url.database
+        if self.engine.dialect.name == "sqlite" and database and database != ":memory:":
+            folder = Path(database.removeprefix("file:").split("?")[0]).resolve().parent
+            stats = os.statvfs(folder)
+            if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
+                raise StorageFull(f"less than {MIN_FREE_BYTES} bytes free")
+        row = {"id": secrets.randbelow(2**31)}  # probes running at once never collide
+        with self.writing() as session:
+            session.execute(text("INSERT INTO health_probe (id) VALUES (:id)"), row)
+            session.execute(text("DELETE FROM health_probe WHERE id = :id"), row)
 
     def dispose(self) -> None:
         self.engine.dispose()

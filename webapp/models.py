@@ -105,3 +105,11 @@ class SigninFailure(SQLModel, table=True):
     key: str = Field(max_length=300)
     # Indexed alone too: expired rows are purged by time across all keys.
     failed_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class HealthProbe(SQLModel, table=True):
+    """Always empty: /healthz writes a row and deletes it, to see that writes work."""
+
+    __tablename__ = "health_probe"
+
+    id: int = Field(primary_key=True)

@@ -88,6 +88,16 @@ class Settings:
     db_max_overflow: int = 30
     # Seconds to wait for a database connection before answering 503.
     db_connect_timeout: int = 2
+    # Seconds a request waits for a read / a write before answering 503.
+    db_read_deadline: float = 1.5
+    db_write_deadline: float = 6.0
+    # PostgreSQL, per connection, in milliseconds: the server ends a statement, a lock wait,
+    # a transaction left idle (its locks with it), and a connection whose data or keepalives
+    # go unacknowledged, after these.
+    db_statement_timeout: int = 5000
+    db_lock_timeout: int = 3000
+    db_idle_in_transaction_timeout: int = 10000
+    db_tcp_user_timeout: int = 5000
     # Sign-in throttling: failures allowed per account / per client in the window.
     throttle_window: int = 15 * 60
     throttle_account_limit: int = 10
@@ -120,6 +130,8 @@ class Settings:
             found.append("PASSWORD_MIN_LENGTH must be between 1 and 1024")
         if self.forwarded_trusted_hops < 1:
             found.append("FORWARDED_TRUSTED_HOPS must be at least 1")
+        if not 0 < self.db_read_deadline <= 60 or not 0 < self.db_write_deadline <= 60:
+            found.append("DB_READ_DEADLINE and DB_WRITE_DEADLINE must be between 0 and 60 seconds")
         if self.db_pool_size < 1 or self.db_max_overflow < 0:
             found.append("DB_POOL_SIZE must be at least 1 and DB_MAX_OVERFLOW at least 0")
         if not self.jwt_issuer or not self.jwt_audience:
@@ -198,6 +210,24 @@ class Settings:
                 auto_migrate=config("AUTO_MIGRATE", cast=bool, default=app_env != "production"),
                 db_pool_size=config("DB_POOL_SIZE", cast=int, default=cls.db_pool_size),
                 db_max_overflow=config("DB_MAX_OVERFLOW", cast=int, default=cls.db_max_overflow),
+                db_read_deadline=config(
+                    "DB_READ_DEADLINE", cast=float, default=cls.db_read_deadline
+                ),
+                db_write_deadline=config(
+                    "DB_WRITE_DEADLINE", cast=float, default=cls.db_write_deadline
+                ),
+                db_statement_timeout=config(
+                    "DB_STATEMENT_TIMEOUT", cast=int, default=cls.db_statement_timeout
+                ),
+                db_lock_timeout=config("DB_LOCK_TIMEOUT", cast=int, default=cls.db_lock_timeout),
+                db_idle_in_transaction_timeout=config(
+                    "DB_IDLE_IN_TRANSACTION_TIMEOUT",
+                    cast=int,
+                    default=cls.db_idle_in_transaction_timeout,
+                ),
+                db_tcp_user_timeout=config(
+                    "DB_TCP_USER_TIMEOUT", cast=int, default=cls.db_tcp_user_timeout
+                ),
                 registration_limit=config(
                     "REGISTRATION_LIMIT", cast=int, default=cls.registration_limit
                 ),

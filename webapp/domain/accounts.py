@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select, update
 
-from webapp.db import Database, read_in_thread, write_in_thread
+from webapp.db import Database
 from webapp.domain import passwords, sessions, throttle
 from webapp.domain.errors import AccountGone, InvalidInput, Taken
 from webapp.domain.throttle import Throttle
@@ -88,7 +88,7 @@ class Accounts:
         password_hash = await passwords.hash_password(
             registration.password, rounds=self.settings.bcrypt_rounds
         )
-        return await write_in_thread(self._insert_user, registration, password_hash)
+        return await self.db.write(self._insert_user, registration, password_hash)
 
     def _insert_user(self, registration: Registration, password_hash: str) -> Account:
         user = User(
@@ -115,7 +115,7 @@ class Accounts:
         self, account: Account, changes: ProfileChanges, *, session_id: str, client: Client
     ) -> ProfileUpdate:
         """Apply the changes; raises InvalidInput, Taken or Throttled."""
-        user = await read_in_thread(self._get_user, account.id)
+        user = await self.db.read(self._get_user, account.id)
         if user is None:
             raise AccountGone
         assert user.id is not None
@@ -146,7 +146,7 @@ class Accounts:
             if "password" in wanted
             else None
         )
-        return await write_in_thread(self._apply, user, wanted, new_hash, session_id)
+        return await self.db.write(self._apply, user, wanted, new_hash, session_id)
 
     def _get_user(self, user_id: int) -> User | None:
         with self.db.reading() as session:

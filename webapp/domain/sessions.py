@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, SQLModel, col, or_, select, update
 
-from webapp.db import Database, read_in_thread, write_in_thread
+from webapp.db import Database
 from webapp.domain import passwords, throttle
 from webapp.domain.errors import SigninFailed
 from webapp.domain.throttle import Reservation, Throttle
@@ -132,7 +132,7 @@ class Sessions:
         check runs whether or not the identifier names an account. `replaces` is the
         session this browser was signed in with, ended in the same transaction.
         """
-        user = await read_in_thread(self._candidate, signin)
+        user = await self.db.read(self._candidate, signin)
         account = throttle.account_key(user.id if user else None, signin.identifier)
         reservation = await self.throttle.reserve(
             self.throttle.signin_limits(account, client), action="signin"
@@ -147,7 +147,7 @@ class Sessions:
             if passwords.needs_rehash(user.password_hash, rounds=rounds)
             else None
         )
-        return await write_in_thread(
+        return await self.db.write(
             self._open, user, client, new_hash, reservation, remember, replaces
         )
 
@@ -227,7 +227,7 @@ class Sessions:
 
     async def load(self, *, session_id: str, user_id: int) -> LiveSession | None:
         """The live (unrevoked, unexpired, current-credential) session, else None."""
-        return await read_in_thread(self._live, session_id, user_id)
+        return await self.db.read(self._live, session_id, user_id)
 
     def _live(self, session_id: str, user_id: int) -> LiveSession | None:
         # Runs on every signed-in request: one indexed lookup by primary key.
@@ -243,7 +243,7 @@ class Sessions:
 
     async def touch(self, session_id: str) -> None:
         """Note that the session is in use (called at most once per token renewal)."""
-        await write_in_thread(self._touch, session_id)
+        await self.db.write(self._touch, session_id)
 
     def _touch(self, session_id: str) -> None:
         with self.db.writing() as session:
@@ -261,7 +261,7 @@ class Sessions:
         The presented token is spent; presenting a spent one again means a copy is in
         someone else's hands, so the session ends. Check and rotation: one transaction.
         """
-        return await write_in_thread(self._resume, token_hash(remember_token))
+        return await self.db.write(self._resume, token_hash(remember_token))
 
     def _resume(self, presented: str) -> NewSession | None:
         now = utcnow()
@@ -304,7 +304,7 @@ class Sessions:
 
     async def sign_out(self, session_id: str) -> None:
         """Revoke one session; its token is refused from now on, on every worker."""
-        await write_in_thread(self._revoke, session_id)
+        await self.db.write(self._revoke, session_id)
 
     def _revoke(self, session_id: str) -> None:
         with self.db.writing() as session:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlmodel import Session, col, delete, select
 
-from webapp.db import Database, write_in_thread
+from webapp.db import Database
 from webapp.domain.errors import Throttled, ThrottledAction
 from webapp.domain.validation import clean_email, email_key
 from webapp.models import Client, SigninFailure, utcnow
@@ -156,14 +156,14 @@ class Throttle:
 
     async def reserve(self, limits: Sequence[Limit], *, action: ThrottledAction) -> Reservation:
         """Reserve one attempt (its own transaction); raises Throttled."""
-        return await write_in_thread(self._reserve, limits, action)
+        return await self.db.write(self._reserve, limits, action)
 
     def _reserve(self, limits: Sequence[Limit], action: ThrottledAction) -> Reservation:
         with self.db.writing() as session:
             return reserve_in(session, limits, action=action, now=utcnow())
 
     async def release(self, reservation: Reservation) -> None:
-        await write_in_thread(self._release, reservation)
+        await self.db.write(self._release, reservation)
 
     def _release(self, reservation: Reservation) -> None:
         with self.db.writing() as session:

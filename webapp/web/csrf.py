@@ -15,13 +15,14 @@ import hmac
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webapp.web.browser import browser_state
-from webapp.web.forms import BodyKind, read_body
+from webapp.web.forms import DRAIN_LIMIT, DRAIN_SECONDS, BodyKind, BodyTooLarge, drain, read_body
 
 HEADER = "x-csrf-token"
 FIELD = "csrf_token"
@@ -141,6 +142,15 @@ class CSRFMiddleware:
             check_csrf(request, body.fields, key=self.key)
         except HTTPException as exc:
             response = await self.refuse(request, exc)
+            if isinstance(exc, BodyTooLarge):
+                if exc.unread:
+                    # Read (and drop) what the client is still sending, up to a bound, so
+                    # it is reading our answer when it comes instead of being reset
+                    # mid-upload.
+                    with anyio.move_on_after(DRAIN_SECONDS):
+                        await drain(receive, limit=DRAIN_LIMIT)
+                # Whatever is left of the body is never read: the connection ends here.
+                response.headers["connection"] = "close"
             await response(scope, receive, send)
             return
         scope["webapp.body"] = body

@@ -18,7 +18,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ExceptionHandler
 
-from webapp.db import UNAVAILABLE_ERRORS
+from webapp.db import UNAVAILABLE_ERRORS, unavailability
 from webapp.domain.errors import (
     AccountGone,
     DomainError,
@@ -175,9 +175,19 @@ async def domain_error(request: Request, exc: Exception) -> Response:
     return error_response(request, answer.status_code, message, answer.headers)
 
 
+UNAVAILABLE_MESSAGES = {
+    "unreachable": MESSAGES[503],
+    "disk_full": "Our database has run out of space, so nothing can be saved right now. "
+    "We are on it; please try again later.",
+    "read_only": "Our database is read-only right now, so nothing can be saved. "
+    "Please try again later.",
+}
+
+
 async def database_unavailable(request: Request, exc: Exception) -> Response:
-    logger.warning("database unavailable: %s", type(exc).__name__)
-    return error_response(request, 503, headers={"Retry-After": "5"})
+    reason = unavailability(exc)
+    logger.warning("database unavailable (%s): %s", reason, type(exc).__name__)
+    return error_response(request, 503, UNAVAILABLE_MESSAGES[reason], headers={"Retry-After": "5"})
 
 
 def auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:

@@ -24,6 +24,14 @@ BodyKind = Literal["form", "json"]
 TOO_LARGE = "The request body is larger than 64 KiB."
 
 
+class BodyTooLarge(HTTPException):
+    """413; `unread` when the client may still be sending the rest of the body."""
+
+    def __init__(self, *, unread: bool) -> None:
+        super().__init__(413, TOO_LARGE)
+        self.unread = unread
+
+
 @dataclass(frozen=True, slots=True)
 class Body:
     """A body that passed the checks: url-encoded fields, or JSON bytes where a route takes them."""
@@ -53,7 +61,7 @@ async def read_body(scope: Scope, receive: Receive, *, accepts: Iterable[BodyKin
     if len(lengths) > 1:
         raise HTTPException(400, "The request has more than one Content-Length.")
     if lengths and (not lengths[0].isdigit() or int(lengths[0]) > MAX_BODY_BYTES):
-        raise HTTPException(413, TOO_LARGE)
+        raise BodyTooLarge(unread=True)
     content_types = _header_values(scope, b"content-type")
     if len(content_types) > 1:
         raise HTTPException(400, "The request has more than one Content-Type.")
@@ -66,7 +74,7 @@ async def read_body(scope: Scope, receive: Receive, *, accepts: Iterable[BodyKin
         body += message.get("body", b"")
         more = message.get("more_body", False)
         if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, TOO_LARGE)
+            raise BodyTooLarge(unread=more)
     if not content_types and not body:
         # Nothing was sent (a bare POST with the token in a header): no fields.
         return Body("form")
@@ -77,6 +85,24 @@ async def read_body(scope: Scope, receive: Receive, *, accepts: Iterable[BodyKin
     if media_type != FORM_TYPE or charset not in ("utf-8", "utf8") or "form" not in accepted:
         raise HTTPException(415, "Send the form as application/x-www-form-urlencoded (UTF-8).")
     return Body("form", fields=_parse_form(bytes(body)))
+
+
+# How much of an over-long body is read and dropped before the 413 goes out: 1 MiB.
+DRAIN_LIMIT = 1024 * 1024
+# And for at most this many seconds.
+DRAIN_SECONDS = 5.0
+
+
+async def drain(receive: Receive, *, limit: int) -> None:
+    """Receive and drop the rest of the body, at most `limit` bytes."""
+    seen = 0
+    while seen <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _parse_form(body: bytes) -> dict[str, str]:

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webapp.db import UNAVAILABLE_ERRORS, read_in_thread
+from webapp.db import UNAVAILABLE_ERRORS, unavailability
 from webapp.web.auth import signed_in_user
 from webapp.web.rendering import render_page
 from webapp.web.services import services
@@ -26,10 +26,18 @@ async def home(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """200 when the database answers a read and takes a write; 503 otherwise, with the
+    reason when it is not simply out of reach (a full disk, a read-only database)."""
+    db = services(request).db
     try:
-        await read_in_thread(services(request).db.ping)
-    except UNAVAILABLE_ERRORS:
-        return JSONResponse({"status": "unavailable"}, status_code=503)
+        await db.read(db.ping)
+        await db.write(db.probe_write)
+    except UNAVAILABLE_ERRORS as exc:
+        reason = unavailability(exc)
+        body = {"status": "unavailable"}
+        if reason != "unreachable":
+            body["reason"] = reason
+        return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
