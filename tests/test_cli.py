@@ -206,7 +206,12 @@ def test_check_passes_a_good_production_configuration_at_head():
     with postgres_database("webapp_cli") as url:
         platform_url = url.replace("postgresql+psycopg://", "postgres://", 1)
         env = base_env(
-            platform_url, APP_ENV="production", SECRET_KEY=PRODUCTION_KEY, BCRYPT_ROUNDS="12"
+            platform_url,
+            APP_ENV="production",
+            SECRET_KEY=PRODUCTION_KEY,
+            BCRYPT_ROUNDS="12",
+            MAIL_URL="smtp+starttls://mailer:secret@smtp.example.com:587",
+            PUBLIC_URL="https://accounts.example.com",
         )
         unmigrated = webapp("check", env=env)
         assert unmigrated.returncode == 1

@@ -18,6 +18,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from tests.helpers import ROOT, make_settings
 from webapp.app import create_app
+from webapp.mail import parse_mail_url
 from webapp.settings import ConfigurationError, Settings
 
 # Heroku Postgres Essential plans allow 20 connections; keep two for release and one-offs.
@@ -97,15 +98,34 @@ def test_app_json_fits_the_smallest_database_plan():
 
 def test_the_deploy_button_settings_are_ready_for_production():
     # What the platform fills in: a postgres:// URL and a 64-hex-character secret.
-    environ = _env_values() | {
+    filled_in = {
         "SECRET_KEY": secrets.token_hex(32),
         "DATABASE_URL": "postgres://user:pass@db.example.com:5432/d1",
     }
-    settings = Settings.from_environment(environ)
+    # What the deployer types in when the button asks: the app's address and the mail
+    # provider's settings, a password with a percent-encoded slash included.
+    typed_in = {
+        "PUBLIC_URL": "https://x.herokuapp.com",
+        "MAIL_URL": "smtp+starttls://apikey:s3cr%2Fet@smtp.example.com:587",
+        "MAIL_FROM": "Accounts <accounts@example.com>",
+    }
+    env = _app_json()["env"]
+    assert isinstance(env, dict)
+    asked = {
+        name
+        for name, spec in env.items()
+        if spec.get("required", True) and "value" not in spec and "generator" not in spec
+    }
+    assert asked == set(typed_in), asked
+    settings = Settings.from_environment(_env_values() | filled_in | typed_in)
     assert settings.is_production
     assert not settings.auto_migrate, "production migrates in the release phase"
     assert settings.production_problems() == []
     assert settings.forwarded_allow_ips == ("*",)
+    mail = parse_mail_url(settings.mail_url)
+    assert (mail.backend, mail.host, mail.port) == ("smtp+starttls", "smtp.example.com", 587)
+    assert (mail.username, mail.password) == ("apikey", "s3cr/et")
+    assert settings.public_url == "https://x.herokuapp.com"
 
 
 def test_the_buildpack_installs_the_project_itself():

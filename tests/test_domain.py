@@ -9,11 +9,9 @@ import pytest
 from sqlalchemy import text
 
 from tests.helpers import PASSWORD, TABLES, make_settings
-from webapp.db import Database, create_db_engine
-from webapp.domain.accounts import Accounts
+from webapp.app import build_services
 from webapp.domain.errors import InvalidInput, SigninFailed, Taken, Throttled
-from webapp.domain.sessions import Sessions
-from webapp.domain.throttle import Throttle, account_key
+from webapp.domain.throttle import account_key
 from webapp.domain.validation import ProfileChanges, Registration, Signin
 from webapp.models import Account, Client
 from webapp.settings import Settings
@@ -23,10 +21,12 @@ CLIENT = Client(address="192.0.2.1", user_agent="pytest")
 
 class Domain:
     def __init__(self, settings: Settings) -> None:
-        self.db = Database(create_db_engine(settings.database_url))
-        self.throttle = Throttle(self.db, settings)
-        self.accounts = Accounts(self.db, settings, self.throttle)
-        self.sessions = Sessions(self.db, settings, self.throttle)
+        # The same services the app builds, used without any HTTP.
+        services = build_services(settings)
+        self.db = services.db
+        self.throttle = services.accounts.throttle
+        self.accounts = services.accounts
+        self.sessions = services.sessions
 
     def register(self, name: str = "alice") -> Account:
         registration = Registration(name, f"{name}@example.com", PASSWORD)

@@ -174,3 +174,27 @@ def test_a_worker_waits_for_the_key_another_worker_is_writing(tmp_path, monkeypa
     settings = Settings.from_environment({"APP_ENV": "development"})
     writer.join()
     assert settings.secret_key == "k" * 48
+
+
+def test_production_check_asks_for_mail_and_public_url():
+    settings = Settings.from_environment(
+        {"APP_ENV": "production", "SECRET_KEY": GOOD_KEY, "DATABASE_URL": "postgresql://u@h/d"}
+    )
+    problems = " ".join(settings.production_problems())
+    assert "PUBLIC_URL is not set" in problems
+    assert "MAIL_URL is not set" in problems
+    configured = Settings.from_environment(
+        {
+            "APP_ENV": "production",
+            "SECRET_KEY": GOOD_KEY,
+            "DATABASE_URL": "postgresql://u@h/d",
+            "MAIL_URL": "smtps://u:p@smtp.example.com:465",
+            "PUBLIC_URL": "https://accounts.example.com/",
+        }
+    )
+    assert configured.production_problems() == []
+    assert configured.public_url == "https://accounts.example.com"
+    # Development needs neither: mail goes to the log, links to localhost.
+    development = Settings.from_environment({"SECRET_KEY": GOOD_KEY})
+    assert development.mail_url == "console:"
+    assert development.public_url == "http://localhost:8000"

@@ -1,4 +1,4 @@
-"""Operator commands: `python -m webapp serve | migrate | create-user | check`."""
+"""Operator commands: `python -m webapp serve | migrate | create-user | check | mail`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from webapp.settings import ConfigurationError, Settings
 
@@ -41,10 +42,8 @@ def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
 def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError
 
-    from webapp.db import Database, create_db_engine
-    from webapp.domain.accounts import Accounts
+    from webapp.app import build_services
     from webapp.domain.errors import InvalidInput
-    from webapp.domain.throttle import Throttle
     from webapp.domain.validation import parse_registration
 
     password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else getpass.getpass()
@@ -54,11 +53,12 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         "password": password,
         "confirm_password": password,
     }
-    db = Database(create_db_engine(settings.database_url))
+    services = build_services(settings)
+    db = services.db
     try:
         registration = parse_registration(fields, min_password_length=settings.password_min_length)
-        accounts = Accounts(db, settings, Throttle(db, settings))
-        account = asyncio.run(accounts.register(registration))
+        # The confirmation e-mail is queued with the account; the app's sender delivers it.
+        account = asyncio.run(services.accounts.register(registration))
     except InvalidInput as exc:
         for field, message in exc.errors.items():
             print(f"{field}: {message}", file=sys.stderr)
@@ -82,6 +82,13 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
     from webapp.migrate import pending_revisions
 
     problems = settings.production_problems()
+    if settings.mail_url:
+        from webapp.mail import parse_mail_url
+
+        try:
+            parse_mail_url(settings.mail_url)
+        except ValueError as exc:
+            problems.append(str(exc))
     db = Database(create_db_engine(settings.database_url))
     try:
         db.ping()
@@ -97,6 +104,100 @@ def _check(settings: Settings, _args: argparse.Namespace) -> int:
     if not problems:
         print("configuration is ready for production")
     return 1 if problems else 0
+
+
+# -- mail: the outbox and the mail server --------------------------------------------------
+
+
+def _mail_status(settings: Settings, _args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from webapp.db import Database, create_db_engine
+    from webapp.mail import mail_status
+
+    db = Database(create_db_engine(settings.database_url))
+    try:
+        status = mail_status(db)
+    except DBAPIError as exc:
+        print(
+            f"webapp: the database cannot be used ({type(exc).__name__}); "
+            "is it reachable, and has `migrate` run?",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        db.dispose()
+    oldest = status["oldest_pending"]
+    print(f"pending: {status['pending']}")
+    print(f"oldest pending: {f'{oldest:%Y-%m-%d %H:%M:%S} UTC' if oldest else '-'}")
+    print(f"failed (given up after a day): {status['failed']}")
+    if status["recent_errors"]:
+        print("last errors:")
+    for entry in status["recent_errors"]:
+        state = "given up" if entry["given_up"] else "retrying"
+        print(
+            f"  #{entry['id']} {entry['kind']}, {entry['attempts']} attempts, {state}: "
+            f"{entry['error']}"
+        )
+    return 0
+
+
+def _mail_send_test(settings: Settings, args: argparse.Namespace) -> int:
+    from webapp.mail import describe_error, parse_mail_url, send_test
+
+    try:
+        config = parse_mail_url(settings.mail_url)
+    except ValueError as exc:
+        print(f"webapp: {exc}", file=sys.stderr)
+        return 1
+    try:
+        send_test(settings, args.address)
+    except Exception as exc:
+        print(
+            f"failed to send with {config.describe()}: {describe_error(exc, config)}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"sent a test message to {args.address} with {config.describe()}")
+    return 0
+
+
+def _mail_inbox(_settings: Settings, args: argparse.Namespace) -> int:
+    """A local SMTP server that prints what it receives: for development, never a route."""
+    import email
+    import email.policy
+    import threading
+
+    try:
+        from aiosmtpd.controller import Controller
+    except ImportError:
+        print("webapp: `mail inbox` needs aiosmtpd: pip install -e '.[test]'", file=sys.stderr)
+        return 1
+
+    class Printer:
+        async def handle_DATA(self, _server: object, _session: object, envelope: Any) -> str:
+            message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+            print("-" * 72)
+            for name in ("From", "To", "Subject", "Date"):
+                print(f"{name}: {message[name]}")
+            body = message.get_body(preferencelist=("plain",))
+            print()
+            print(body.get_content() if body is not None else "(no plain-text part)", flush=True)
+            return "250 OK"
+
+    controller = Controller(Printer(), hostname=args.host, port=args.port)
+    controller.start()
+    print(
+        f"listening: set MAIL_URL=smtp://{args.host}:{args.port} and send; Ctrl-C stops",
+        flush=True,
+    )
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,6 +219,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser(
         "check", help="report what is wrong with the production configuration"
     ).set_defaults(run=_check)
+    mail = commands.add_parser("mail", help="the e-mail outbox and the mail server")
+    mail_commands = mail.add_subparsers(dest="mail_command", required=True)
+    mail_commands.add_parser(
+        "status", help="pending and failed e-mails, the oldest pending, the last errors"
+    ).set_defaults(run=_mail_status)
+    send_test = mail_commands.add_parser(
+        "send-test", help="send a test message now with MAIL_URL; exit 1 if it fails"
+    )
+    send_test.add_argument("address")
+    send_test.set_defaults(run=_mail_send_test)
+    inbox = mail_commands.add_parser(
+        "inbox", help="a local SMTP server that prints what it receives (development)"
+    )
+    inbox.add_argument("--host", default="127.0.0.1")
+    inbox.add_argument("--port", type=int, default=8025)
+    inbox.set_defaults(run=_mail_inbox)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_environment()

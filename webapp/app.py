@@ -16,8 +16,11 @@ from starlette.routing import Mount
 
 from webapp.db import Database, Deadlines, create_db_engine
 from webapp.domain.accounts import Accounts
+from webapp.domain.emails import Emails
+from webapp.domain.outbox import Mailer
 from webapp.domain.sessions import Sessions
 from webapp.domain.throttle import Throttle
+from webapp.mail import MailSender, parse_mail_url
 from webapp.settings import PROJECT_DIR, ConfigurationError, Settings
 from webapp.web import errors
 from webapp.web.assets import StaticAssets
@@ -26,7 +29,7 @@ from webapp.web.browser import BrowserCookieMiddleware
 from webapp.web.csrf import CSRFMiddleware
 from webapp.web.middleware import SecurityHeadersMiddleware, TrustedProxyMiddleware
 from webapp.web.rendering import create_templates
-from webapp.web.routes import pages, profile, sessions
+from webapp.web.routes import email, pages, profile, sessions
 from webapp.web.services import Services
 from webapp.web.tokens import TokenIssuer, derive_key
 
@@ -51,12 +54,21 @@ def build_services(settings: Settings) -> Services:
         write_deadline=settings.db_write_deadline,
     )
     assets = StaticAssets(PROJECT_DIR / "static")
+    templates = create_templates(assets, settings)
     limits = Throttle(db, settings)
+    mailer = Mailer(
+        templates=templates,
+        public_url=settings.public_url,
+        token_key=derive_key(secret=settings.secret_key, purpose="email-token"),
+    )
+    emails = Emails(db, settings, limits, mailer)
     return Services(
         settings=settings,
         db=db,
-        accounts=Accounts(db, settings, limits),
-        sessions=Sessions(db, settings, limits),
+        accounts=Accounts(db, settings, limits, emails),
+        sessions=Sessions(db, settings, limits, emails),
+        emails=emails,
+        mailer=mailer,
         tokens=TokenIssuer(
             # The JWT is signed with SECRET_KEY itself, as anyone checking a token
             # against the configuration expects; the other keys are derived from it.
@@ -67,7 +79,7 @@ def build_services(settings: Settings) -> Services:
         ),
         csrf_key=derive_key(secret=settings.secret_key, purpose="csrf"),
         assets=assets,
-        templates=create_templates(assets, settings),
+        templates=templates,
     )
 
 
@@ -78,7 +90,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
             "APP_ENV=production on SQLite, whose file a PaaS loses at every restart: set "
             "DATABASE_URL to PostgreSQL (or ALLOW_SQLITE_IN_PRODUCTION=true on a lasting disk)"
         )
+    # E-mail delivery (webapp/mail.py): started with the app, stopped before the engine.
+    # An unset MAIL_URL (production's default) holds e-mails in the outbox; a bad one stops us.
+    try:
+        mail_config = parse_mail_url(settings.mail_url) if settings.mail_url else None
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     app_services = build_services(settings)
+    mail_sender = MailSender(
+        app_services.db,
+        config=mail_config,
+        mailer=app_services.mailer,
+        mail_from=settings.mail_from,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -98,7 +122,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             from webapp.migrate import upgrade_to_head
 
             await run_in_threadpool(upgrade_to_head, settings.database_url)
+        await mail_sender.start()
         yield
+        await mail_sender.stop()
         app_services.db.dispose()
 
     app = Starlette(
@@ -106,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *pages.routes,
             *sessions.routes,
             *profile.routes,
+            *email.routes,
             Mount("/static", app=app_services.assets, name="static"),
         ],
         middleware=[
@@ -140,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # /login/ is not /login: no redirect built from the Host header.
     app.router.redirect_slashes = False
     app.state.services = app_services
+    app.state.mail_sender = mail_sender
     return app
 
 

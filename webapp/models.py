@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Index
+from sqlalchemy import Index, Text
 from sqlmodel import Field, SQLModel
 
 # Stable constraint names, so migrations can name what they alter on every database.
@@ -35,6 +35,8 @@ class Account:
     id: int
     username: str
     email: str
+    # Whether the address was confirmed through a link sent to it.
+    email_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class Client:
 
     address: str
     user_agent: str = ""
+    # This browser's long-lived id (from its signed cookie); "" when unknown.
+    device: str = ""
 
 
 # -- tables ---------------------------------------------------------------------------
@@ -63,6 +67,8 @@ class User(SQLModel, table=True):
     password_hash: str = Field(max_length=128)
     # Bumped by every password change: sessions opened under an older one are dead.
     credential_version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    # When the current address was confirmed by a link sent to it; None: not (yet).
+    email_verified_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -90,6 +96,9 @@ class UserSession(SQLModel, table=True):
     remember_prev_hash: str | None = Field(default=None, max_length=64, unique=True)
     user_agent: str = Field(default="", max_length=512)
     client_addr: str = Field(default="", max_length=64)
+    # SHA-256 of the browser's long-lived device id: a sign-in from a browser this account
+    # has never seen brings a notice.
+    device_hash: str = Field(default="", max_length=64, index=True)
 
 
 class SigninFailure(SQLModel, table=True):
@@ -113,3 +122,55 @@ class HealthProbe(SQLModel, table=True):
     __tablename__ = "health_probe"
 
     id: int = Field(primary_key=True)
+
+
+class EmailToken(SQLModel, table=True):
+    """A link sent by e-mail: confirm an address, reset a password, undo an address change.
+
+    Only the SHA-256 of the token is stored. Single use (`used_at`), bound to its user,
+    its purpose and the address it was sent to, valid until `expires_at`.
+    """
+
+    __tablename__ = "email_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    # "verify", "reset" or "revert".
+    purpose: str = Field(max_length=16)
+    # The address the link was sent to (for "revert": the address to put back).
+    email: str = Field(max_length=254)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+    used_at: datetime | None = None
+
+
+class OutboxMessage(SQLModel, table=True):
+    """An e-mail to send, written in the same transaction as the change that causes it.
+
+    The sender (webapp/mail.py) leases due rows, delivers them outside any transaction
+    and records the outcome; failures are retried with back-off for a day. A link's
+    token is not stored here: the text holds a placeholder and `token_nonce`, from
+    which the sender derives the token with a key only the app has.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "sent_at", "failed_at", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    # Kept when the account is deleted (the goodbye notice), hence no foreign key.
+    user_id: int | None = Field(default=None, index=True)
+    kind: str = Field(max_length=40)
+    to_address: str = Field(max_length=254)
+    subject: str = Field(max_length=200)
+    body_text: str = Field(sa_type=Text)
+    body_html: str | None = Field(default=None, sa_type=Text)
+    token_nonce: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    leased_until: datetime | None = None
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None, max_length=500)
+    sent_at: datetime | None = None
+    # Given up on (a day of failures).
+    failed_at: datetime | None = None

@@ -18,6 +18,7 @@ from typing import Literal
 from starlette.config import Config
 
 AppEnv = Literal["development", "production", "test"]
+EmailVerification = Literal["optional", "required"]
 APP_ENVS: tuple[AppEnv, ...] = ("development", "production", "test")
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
 
@@ -109,6 +110,14 @@ class Settings:
     # opened with "remember me", in days.
     session_max_age: int = 12 * 3600
     remember_me_days: int = 30
+    # E-mail delivery: "console:" (the log), "file:///folder", "smtp://[user:pass@]host:port",
+    # "smtp+starttls://…" or "smtps://…". Production has no default: `check` asks for one.
+    mail_url: str = "console:"
+    mail_from: str = "Accounts <accounts@localhost>"
+    # The origin of every link in an e-mail; never taken from a request's Host header.
+    public_url: str = "http://localhost:8000"
+    # "required": an unconfirmed address cannot sign in (a fresh link is sent instead).
+    email_verification: EmailVerification = "optional"
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -140,6 +149,10 @@ class Settings:
             found.append("REGISTRATION_LIMIT and RENAME_LIMIT must be at least 1")
         if self.session_max_age < 3600 or self.remember_me_days < 1:
             found.append("SESSION_MAX_AGE must be at least 3600 and REMEMBER_ME_DAYS at least 1")
+        if self.email_verification not in ("optional", "required"):
+            found.append("EMAIL_VERIFICATION must be optional or required")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            found.append("PUBLIC_URL must start with http:// or https://")
         if self.is_production and (problem := secret_key_problem(self.secret_key)):
             found.append(problem)
         return found
@@ -168,6 +181,14 @@ class Settings:
             found.append("PASSWORD_MIN_LENGTH is below 8")
         if problem := secret_key_problem(self.secret_key):
             found.append(problem)
+        if not self.public_url:
+            found.append("PUBLIC_URL is not set: e-mails need it for their links")
+        elif self.is_production and not self.public_url.startswith("https://"):
+            found.append("PUBLIC_URL is not https://")
+        if not self.mail_url:
+            found.append("MAIL_URL is not set: no e-mail (confirmations, resets) can be sent")
+        elif self.mail_url.startswith("console:"):
+            found.append("MAIL_URL is console: e-mails only reach the log")
         return found
 
     @classmethod
@@ -231,6 +252,17 @@ class Settings:
                 registration_limit=config(
                     "REGISTRATION_LIMIT", cast=int, default=cls.registration_limit
                 ),
+                # Production has no mail or link defaults: `check` reports them missing.
+                mail_url=config(
+                    "MAIL_URL", default="" if app_env == "production" else cls.mail_url
+                ),
+                mail_from=config("MAIL_FROM", default=cls.mail_from),
+                public_url=config(
+                    "PUBLIC_URL", default="" if app_env == "production" else cls.public_url
+                ).rstrip("/"),
+                email_verification=config(
+                    "EMAIL_VERIFICATION", default=cls.email_verification
+                ).lower(),  # type: ignore[arg-type]  # checked in problems()
                 rename_limit=config("RENAME_LIMIT", cast=int, default=cls.rename_limit),
                 session_max_age=config("SESSION_MAX_AGE", cast=int, default=cls.session_max_age),
                 remember_me_days=config("REMEMBER_ME_DAYS", cast=int, default=cls.remember_me_days),

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -119,29 +120,37 @@ def _free_socket() -> socket.socket:
     return sock
 
 
-@pytest.fixture(scope="package")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser-db') / 'browser.db'}"
-    upgrade_to_head(url)
-    app = create_app(make_settings(url))
+@contextmanager
+def serving(make_app: Callable[[str], Starlette]) -> Iterator[LiveServer]:
+    """Serve `make_app(url)` with uvicorn in a thread; `url` is where it will answer, known
+    before the app is built (for settings that must name it, such as PUBLIC_URL)."""
     sock = _free_socket()
-    port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    app = make_app(url)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="live-server", daemon=True
     )
     thread.start()
     deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the live uvicorn server did not start")
-        time.sleep(0.02)
     try:
-        yield LiveServer(url=f"http://127.0.0.1:{port}", app=app)
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                pytest.fail("the live uvicorn server did not start")
+            time.sleep(0.02)
+        yield LiveServer(url=url, app=app)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="package")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser-db') / 'browser.db'}"
+    upgrade_to_head(url)
+    with serving(lambda _url: create_app(make_settings(url))) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

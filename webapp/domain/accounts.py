@@ -17,6 +17,7 @@ from sqlmodel import Session, col, or_, select, update
 
 from webapp.db import Database
 from webapp.domain import passwords, sessions, throttle
+from webapp.domain.emails import Emails
 from webapp.domain.errors import AccountGone, InvalidInput, Taken
 from webapp.domain.throttle import Throttle
 from webapp.domain.validation import (
@@ -70,10 +71,11 @@ def refuse_taken(
 
 
 class Accounts:
-    def __init__(self, db: Database, settings: Settings, limits: Throttle) -> None:
+    def __init__(self, db: Database, settings: Settings, limits: Throttle, emails: Emails) -> None:
         self.db = db
         self.settings = settings
         self.throttle = limits
+        self.emails = emails
 
     # -- registration ------------------------------------------------------
 
@@ -102,6 +104,9 @@ class Accounts:
             with self.db.writing() as session:
                 refuse_taken(session, user.username_key, user.email_key, user_id=None)
                 session.add(user)
+                session.flush()
+                # The confirmation link leaves with the account, or not at all.
+                self.emails.on_register(session, user)
         except IntegrityError:
             # Lost a race with another registration between our check and insert.
             with self.db.reading() as session:
@@ -146,14 +151,19 @@ class Accounts:
             if "password" in wanted
             else None
         )
-        return await self.db.write(self._apply, user, wanted, new_hash, session_id)
+        return await self.db.write(self._apply, user, wanted, new_hash, session_id, client)
 
     def _get_user(self, user_id: int) -> User | None:
         with self.db.reading() as session:
             return session.get(User, user_id)
 
     def _apply(
-        self, user: User, wanted: dict[str, str], new_hash: str | None, session_id: str
+        self,
+        user: User,
+        wanted: dict[str, str],
+        new_hash: str | None,
+        session_id: str,
+        client: Client,
     ) -> ProfileUpdate:
         assert user.id is not None
         new_username_key = username_key(wanted["username"]) if "username" in wanted else None
@@ -163,7 +173,12 @@ class Accounts:
         if new_username_key is not None:
             values |= {"username": wanted["username"], "username_key": new_username_key}
         if new_email_key is not None:
-            values |= {"email": wanted["email"], "email_key": new_email_key}
+            # The new address is unconfirmed until its link is followed.
+            values |= {
+                "email": wanted["email"],
+                "email_key": new_email_key,
+                "email_verified_at": None,
+            }
         if new_hash is not None:
             values["password_hash"] = new_hash
             values["credential_version"] = user.credential_version + 1
@@ -180,6 +195,11 @@ class Accounts:
                 )
                 if found.rowcount != 1:
                     raise AccountGone
+                if new_email_key is not None:
+                    self.emails.on_email_change(session, user, old=user.email, new=wanted["email"])
+                if new_hash is not None:
+                    # To the address the account had before this change.
+                    self.emails.notify(session, user, "password_changed", client=client)
                 if new_hash is not None:
                     # A new password ends every session of this user; this browser goes
                     # on in a new one (new sid), under the new credential.
@@ -198,6 +218,7 @@ class Accounts:
             id=user.id,
             username=wanted.get("username", user.username),
             email=wanted.get("email", user.email),
+            email_verified="email" not in wanted and user.email_verified_at is not None,
         )
         reissue = "username" in wanted or new_session_id is not None
         return ProfileUpdate(updated, frozenset(wanted), now if reissue else None, new_session_id)

@@ -35,7 +35,7 @@ class SigninFailed(DomainError):
     code = "signin_failed"
 
 
-ThrottledAction = Literal["signin", "password", "registration", "rename"]
+ThrottledAction = Literal["signin", "password", "registration", "rename", "email"]
 
 
 class Throttled(DomainError):
@@ -53,3 +53,19 @@ class AccountGone(DomainError):
     """The signed-in user no longer exists."""
 
     code = "account_gone"
+
+
+class InvalidLink(DomainError):
+    """A link from an e-mail that is unknown, used, expired or no longer applies."""
+
+    code = "invalid_link"
+
+    def __init__(self, purpose: str) -> None:
+        super().__init__(purpose)
+        self.purpose = purpose
+
+
+class EmailNotVerified(DomainError):
+    """EMAIL_VERIFICATION=required and the address is not confirmed yet."""
+
+    code = "email_not_verified"

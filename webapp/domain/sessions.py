@@ -22,7 +22,9 @@ from sqlmodel import Session, SQLModel, col, or_, select, update
 
 from webapp.db import Database
 from webapp.domain import passwords, throttle
-from webapp.domain.errors import SigninFailed
+from webapp.domain.devices import device_hash
+from webapp.domain.emails import Emails
+from webapp.domain.errors import EmailNotVerified, SigninFailed
 from webapp.domain.throttle import Reservation, Throttle
 from webapp.domain.validation import Signin, username_key
 from webapp.models import Account, Client, User, UserSession, utcnow
@@ -31,7 +33,8 @@ from webapp.settings import Settings
 # The live check of every signed-in request: revoked, expired and old-credential
 # sessions are all "not signed in".
 _LIVE_SESSION_SQL = """
-SELECT users.id, users.username, users.email, user_sessions.expires_at, user_sessions.public_id
+SELECT users.id, users.username, users.email, user_sessions.expires_at, user_sessions.public_id,
+  users.email_verified_at IS NOT NULL
 FROM user_sessions JOIN users ON users.id = user_sessions.user_id
 WHERE user_sessions.id = :sid AND users.id = :uid
   AND user_sessions.revoked_at IS NULL AND user_sessions.expires_at > :now
@@ -59,7 +62,12 @@ class NewSession(LiveSession):
 
 def account_of(user: User) -> Account:
     assert user.id is not None
-    return Account(id=user.id, username=user.username, email=user.email)
+    return Account(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        email_verified=user.email_verified_at is not None,
+    )
 
 
 def token_hash(token: str) -> str:
@@ -99,6 +107,7 @@ def reopen(session: Session, *, old_id: str, credential_version: int, now: datet
         remember_prev_hash=old.remember_prev_hash,
         user_agent=old.user_agent,
         client_addr=old.client_addr,
+        device_hash=old.device_hash,
     )
     # The remember hashes are unique: the old row gives them up first.
     old.remember_hash = old.remember_prev_hash = None
@@ -114,10 +123,11 @@ def _aware(moment: datetime) -> datetime:
 
 
 class Sessions:
-    def __init__(self, db: Database, settings: Settings, limits: Throttle) -> None:
+    def __init__(self, db: Database, settings: Settings, limits: Throttle, emails: Emails) -> None:
         self.db = db
         self.settings = settings
         self.throttle = limits
+        self.emails = emails
         expires_at = SQLModel.metadata.tables["user_sessions"].c["expires_at"]
         self._live_session_query = db.fast_read(_LIVE_SESSION_SQL, {"now": expires_at.type})
 
@@ -142,6 +152,10 @@ class Sessions:
         matches = await passwords.verify_password(signin.password, password_hash=stored_hash)
         if user is None or not matches:
             raise SigninFailed
+        if self.settings.email_verification == "required" and user.email_verified_at is None:
+            # The right password, but the address is not confirmed: a fresh link instead.
+            await self.db.write(self._refuse_unconfirmed, user, reservation)
+            raise EmailNotVerified
         new_hash = (
             await passwords.hash_password(signin.password, rounds=rounds)
             if passwords.needs_rehash(user.password_hash, rounds=rounds)
@@ -150,6 +164,11 @@ class Sessions:
         return await self.db.write(
             self._open, user, client, new_hash, reservation, remember, replaces
         )
+
+    def _refuse_unconfirmed(self, user: User, reservation: Reservation) -> None:
+        with self.db.writing() as session:
+            throttle.release_in(session, reservation)
+            self.emails.send_verification_for_signin(session, user)
 
     def _candidate(self, signin: Signin) -> User | None:
         """The account the identifier names, by username or e-mail, however it was typed."""
@@ -196,6 +215,7 @@ class Sessions:
             remember_hash=token_hash(remember_token) if remember_token else None,
             user_agent=client.user_agent[:512],
             client_addr=client.address[:64],
+            device_hash=device_hash(client.device),
         )
         with self.db.writing() as session:
             current = session.exec(
@@ -214,6 +234,7 @@ class Sessions:
                     .where(col(UserSession.revoked_at).is_(None))
                     .values(revoked_at=now)
                 )
+            self.emails.on_signin(session, user, client, row.device_hash)
             session.add(row)
             if new_hash is not None:
                 session.exec(
@@ -234,11 +255,11 @@ class Sessions:
         row = self._live_session_query.first({"sid": session_id, "uid": user_id, "now": utcnow()})
         if row is None:
             return None
-        found_id, username, email, expires_at, handle = row
+        found_id, username, email, expires_at, handle, verified = row
         # The driver's own value: a datetime from psycopg, ISO text from sqlite3.
         if isinstance(expires_at, str):
             expires_at = datetime.fromisoformat(expires_at)
-        account = Account(found_id, username, email)
+        account = Account(found_id, username, email, bool(verified))
         return LiveSession(account, session_id, handle, _aware(expires_at))
 
     async def touch(self, session_id: str) -> None:

@@ -125,6 +125,11 @@ def reserve_in(
     return Reservation(tuple(attempt.id for attempt in attempts if attempt.id is not None))
 
 
+def forgive_in(session: Session, key: str) -> None:
+    """Forget every attempt counted against a key (the owner proved who they are)."""
+    session.exec(delete(SigninFailure).where(col(SigninFailure.key) == key))
+
+
 def release_in(session: Session, reservation: Reservation) -> None:
     """Forget a reservation whose attempt succeeded (inside the caller's transaction)."""
     if reservation.ids:

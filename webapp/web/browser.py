@@ -37,6 +37,15 @@ class BrowserState:
     browser_id: str | None = None
     flashes: list[Flash] = field(default_factory=list)
     modified: bool = False
+    # Unlike browser_id (renewed at every sign-in and sign-out), this one stays: it is how
+    # an account recognises a browser it has seen before.
+    device_id: str | None = None
+
+    def ensure_device(self) -> str:
+        if self.device_id is None:
+            self.device_id = secrets.token_urlsafe(24)
+            self.modified = True
+        return self.device_id
 
     def ensure_id(self) -> str:
         if self.browser_id is None:
@@ -87,6 +96,8 @@ class BrowserCookieMiddleware:
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start" and state.modified:
                 payload = {"id": state.browser_id, "flash": state.flashes}
+                if state.device_id is not None:
+                    payload["device"] = state.device_id
                 value = self.serializer.dumps(payload)
                 headers = MutableHeaders(scope=message)
                 headers.append("set-cookie", cookie_header(name, value, conn, max_age=MAX_AGE))
@@ -98,22 +109,24 @@ class BrowserCookieMiddleware:
         if not raw:
             return BrowserState()
         try:
-            browser_id, flashes, signed_at = self._verified(raw)
+            browser_id, flashes, device_id, signed_at = self._verified(raw)
         except BadSignature:
             return BrowserState()
         if time.time() - signed_at > MAX_AGE:
             return BrowserState()
-        return BrowserState(browser_id=browser_id, flashes=list(flashes))
+        return BrowserState(browser_id=browser_id, flashes=list(flashes), device_id=device_id)
 
-    def _verify(self, raw: str) -> tuple[str | None, tuple[Flash, ...], float]:
+    def _verify(self, raw: str) -> tuple[str | None, tuple[Flash, ...], str | None, float]:
         """What a cookie value holds, if we signed it; raises BadSignature."""
         payload, signed_at = self.serializer.loads(raw, max_age=MAX_AGE, return_timestamp=True)
         if not isinstance(payload, dict):
             raise BadSignature("not a browser cookie")
         browser_id = payload.get("id")
         flashes = payload.get("flash")
+        device_id = payload.get("device")
         return (
             browser_id if isinstance(browser_id, str) else None,
             tuple(flashes) if isinstance(flashes, list) else (),
+            device_id if isinstance(device_id, str) else None,
             signed_at.timestamp(),
         )

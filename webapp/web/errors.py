@@ -22,7 +22,9 @@ from webapp.db import UNAVAILABLE_ERRORS, unavailability
 from webapp.domain.errors import (
     AccountGone,
     DomainError,
+    EmailNotVerified,
     InvalidInput,
+    InvalidLink,
     SigninFailed,
     Taken,
     Throttled,
@@ -42,7 +44,11 @@ THROTTLED = {
     "password": "Too many wrong passwords.",
     "registration": "Too many new accounts from your network.",
     "rename": "Too many username changes.",
+    "email": "Too many e-mails asked for.",
 }
+NOT_VERIFIED = (
+    "Confirm your e-mail address first: we have sent a new link to it. Follow it, then sign in."
+)
 
 # Domain error → HTTP status. The most specific class listed wins.
 STATUS: dict[type[DomainError], int] = {
@@ -51,6 +57,8 @@ STATUS: dict[type[DomainError], int] = {
     SigninFailed: 401,
     AccountGone: 401,
     Throttled: 429,
+    InvalidLink: 400,
+    EmailNotVerified: 403,
 }
 
 
@@ -82,6 +90,10 @@ def failure(exc: DomainError) -> Failure:
         )
     if isinstance(exc, SigninFailed):
         return Failure(status, SIGNIN_FAILED)
+    if isinstance(exc, EmailNotVerified):
+        return Failure(status, NOT_VERIFIED)
+    if isinstance(exc, InvalidLink):
+        return Failure(status, "This link is unknown, used or expired.")
     return Failure(status, MESSAGES[401])
 
 

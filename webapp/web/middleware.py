@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webapp.models import Client
+from webapp.web.browser import browser_state
 
 # -- security headers -------------------------------------------------------------------
 
@@ -140,4 +141,8 @@ class TrustedProxyMiddleware:
 def client_of(conn: HTTPConnection) -> Client:
     """The client as throttling and the session record see it (after trusted-proxy handling)."""
     address = conn.client.host if conn.client else "unknown"
-    return Client(address=address, user_agent=conn.headers.get("user-agent", "")[:512])
+    return Client(
+        address=address,
+        user_agent=conn.headers.get("user-agent", "")[:512],
+        device=browser_state(conn).ensure_device(),
+    )

@@ -9,6 +9,8 @@ from starlette.requests import HTTPConnection
 
 from webapp.db import Database
 from webapp.domain.accounts import Accounts
+from webapp.domain.emails import Emails
+from webapp.domain.outbox import Mailer
 from webapp.domain.sessions import Sessions
 from webapp.settings import Settings
 from webapp.web.assets import StaticAssets
@@ -21,6 +23,9 @@ class Services:
     db: Database
     accounts: Accounts
     sessions: Sessions
+    emails: Emails
+    # Renders and queues e-mails; webapp/mail.py delivers them.
+    mailer: Mailer
     tokens: TokenIssuer
     csrf_key: bytes
     assets: StaticAssets
