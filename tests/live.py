@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -58,10 +59,34 @@ def base_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def procfile_flags() -> list[str]:
+    """The web line's uvicorn options but the address, so tests serve as production does."""
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    )
+    words = shlex.split(line.removeprefix("web:"))[2:]
+    flags: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("--host", "--port"):
+            skip = True
+        else:
+            flags.append(word)
+    return flags
+
+
 class LiveServer:
     """One `uvicorn webapp.app:app` process, as the Procfile runs it."""
 
-    def __init__(self, name: str, env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        extra_flags: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -77,8 +102,8 @@ class LiveServer:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
-                "--no-proxy-headers",
-                "--no-server-header",
+                *procfile_flags(),
+                *extra_flags,
             ],
             cwd=ROOT,
             env=dict(env),

@@ -27,6 +27,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # hops; uvicorn's own handling would take the forgeable left-most address.
         proxy_headers=False,
         server_header=False,
+        # As the Procfile: deadlines for slow and oversized requests (webapp/web/protocol.py).
+        http="webapp.web.protocol:GuardedHttpToolsProtocol",
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=20,
     )
     return 0
 
