@@ -423,14 +423,15 @@ def uvicorn_flags() -> tuple[list[str], str]:
     if "uvicorn" not in words:
         return list(DEFAULT_UVICORN_FLAGS), "default"
     flags: list[str] = []
-    rest = iter(words[words.index("uvicorn") + 1 :])
+    # The word after "uvicorn" is the application; the rest are flags and their values.
+    rest = iter(words[words.index("uvicorn") + 2 :])
     for word in rest:
         name = word.split("=", 1)[0]
         if name in _DROPPED_FLAGS_WITH_VALUE:
             if "=" not in word:
                 next(rest, None)
-        elif name in _DROPPED_FLAGS or not word.startswith("-"):
-            continue  # the application, or a flag this tool decides
+        elif name in _DROPPED_FLAGS:
+            continue  # a flag this tool decides
         else:
             flags.append(word)
     if "--no-proxy-headers" not in flags and "--proxy-headers" not in flags:

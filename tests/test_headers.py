@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.helpers import signed_in
+from tests.helpers import patch_profile, signed_in
 
 
 def _assert_security_headers(response, *, https: bool = False) -> None:
@@ -72,3 +72,14 @@ def test_the_out_of_band_flash_keeps_its_role(client):
         "/partial/alice", data={"username": "alicia"}, headers={"X-CSRF-Token": token}
     )
     assert '<div id="flash" role="status"' in response.text
+
+
+def test_opener_policy_is_sent_with_documents_not_with_htmx_fragments(client):
+    token = signed_in(client)
+    page = client.get("/")
+    assert page.headers["cross-origin-opener-policy"] == "same-origin"
+    fragment = patch_profile(client, "alice", token, username="alicia")
+    assert fragment.status_code == 200
+    # A fragment is fetched into a page, never opened as a document: COOP means nothing there.
+    assert "cross-origin-opener-policy" not in fragment.headers
+    _assert_security_headers(fragment)

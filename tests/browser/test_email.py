@@ -214,7 +214,7 @@ def test_send_the_link_again_swaps_the_profile_in_place(tab: Tab, inbox: Inbox) 
     wait_for_links(tab, inbox, "erin@example.com", "/verify-email/")  # the registration's
     tab.sign_in("erin")
     status = page.locator("#profile #email-status")
-    expect(status).to_contain_text("Your e-mail address is not confirmed yet.")
+    expect(status).to_contain_text("Your address is not confirmed yet.")
     tab.check_axe("signed-in home, address not confirmed")
     tab.mark_document()
     page.locator("#flash").evaluate("(region) => { region.dataset.sameRegion = 'yes'; }")

@@ -52,12 +52,21 @@ _RAW_DEFAULTS = [(b"cache-control", b"no-store")]
 _RAW_HSTS = [(b"strict-transport-security", HSTS.encode())]
 
 
-def add_security_headers(headers: MutableHeaders, scheme: str) -> None:
-    """Add what the response does not set itself (raw header list, edited in place)."""
+_COOP = b"cross-origin-opener-policy"
+
+
+def add_security_headers(headers: MutableHeaders, scheme: str, *, fragment: bool = False) -> None:
+    """Add what the response does not set itself (raw header list, edited in place).
+
+    A `fragment` (the answer to an htmx request, fetched into a page and never a
+    top-level document) leaves out Cross-Origin-Opener-Policy, which only documents use.
+    """
     raw = headers.raw
     present = {name.lower() for name, _value in raw}
     extra = _RAW_ALWAYS + _RAW_DEFAULTS + (_RAW_HSTS if scheme == "https" else [])
-    raw.extend(item for item in extra if item[0] not in present)
+    raw.extend(
+        item for item in extra if item[0] not in present and not (fragment and item[0] == _COOP)
+    )
 
 
 class SecurityHeadersMiddleware:
@@ -69,9 +78,15 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
+        fragment = any(
+            name == b"hx-request" and value == b"true" for name, value in scope["headers"]
+        ) and not any(name == b"hx-boosted" for name, _value in scope["headers"])
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                add_security_headers(MutableHeaders(scope=message), scope["scheme"])
+                add_security_headers(
+                    MutableHeaders(scope=message), scope["scheme"], fragment=fragment
+                )
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
