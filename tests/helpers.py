@@ -17,7 +17,14 @@ from webapp.settings import Settings
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
-TABLES = ("signin_failures", "user_sessions", "email_tokens", "outbox", "users")
+TABLES = (
+    "signin_failures",
+    "user_sessions",
+    "email_tokens",
+    "outbox",
+    "security_events",
+    "users",
+)
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

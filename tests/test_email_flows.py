@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from tests.helpers import (
     PASSWORD,
+    TABLES,
     csrf_token,
     csrf_token_in,
     login,
@@ -77,7 +78,7 @@ def _mail_app(database_url: str, **overrides: object) -> Iterator[Mail]:
             yield Mail(app, inbox, client)
         engine = app.state.services.db.engine
         with engine.begin() as connection:
-            for table in ("outbox", "email_tokens", "signin_failures", "user_sessions", "users"):
+            for table in TABLES:
                 connection.execute(text(f"DELETE FROM {table}"))
         engine.dispose()
 

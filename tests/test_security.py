@@ -136,3 +136,30 @@ def test_csrf_tokens_bind_browser_and_session():
     assert not csrf_token_matches(signed_in, key=key, browser_id="b1", session_id="s2")
     assert not csrf_token_matches(guest, key=key, browser_id="b1", session_id="s1")
     assert not csrf_token_matches("ünïcode", key=key, browser_id="b1", session_id=None)
+
+
+def test_the_access_log_filter_redacts_only_link_tokens():
+    import logging
+
+    from webapp.web.logs import RedactTokens
+
+    def line(path: str) -> str:
+        record = logging.LogRecord(
+            "uvicorn.access",
+            20,
+            __file__,
+            1,
+            '%s - "%s %s HTTP/%s" %d',
+            ("1.2.3.4:5", "GET", path, "1.1", 200),
+            None,
+        )
+        RedactTokens().filter(record)
+        return record.getMessage()
+
+    assert "/password-reset/[token]" in line("/password-reset/abcDEF123_-")
+    assert "/verify-email/[token]?x=1" in line("/verify-email/secret?x=1")
+    assert "/email-revert/[token]" in line("/email-revert/s3cr3t")
+    assert "secret" not in line("/verify-email/secret")
+    # Other paths are left alone, the bare reset page included.
+    assert "/password-reset " in line("/password-reset")
+    assert "/sessions/abc" in line("/sessions/abc")

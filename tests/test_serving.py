@@ -98,3 +98,13 @@ def test_an_over_long_body_gets_its_413_not_a_reset(server):
         answer = _answer(connection)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b"connection: close" in answer.lower()
+
+
+def test_link_tokens_never_reach_the_access_log(server):
+    token = "Zq" * 21 + "x"
+    for prefix in ("/password-reset/", "/verify-email/", "/email-revert/"):
+        assert httpx.get(f"{server.url}{prefix}{token}", timeout=5).status_code == 400
+    time.sleep(0.2)  # let the worker's log line reach the file
+    log = server.log()
+    assert "/password-reset/[token]" in log
+    assert token not in log

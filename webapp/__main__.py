@@ -1,4 +1,5 @@
-"""Operator commands: `python -m webapp serve | migrate | create-user | check | mail`."""
+"""Operator commands: `python -m webapp serve | migrate | create-user | check | mail | sessions |
+events | delete-user`."""
 
 from __future__ import annotations
 
@@ -204,6 +205,145 @@ def _mail_inbox(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sessions: see and end a user's sessions ---------------------------------------------
+
+_DATABASE_UNUSABLE = (
+    "webapp: the database cannot be used ({}); is it reachable, and has `migrate` run?"
+)
+
+
+def _sessions_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`sessions list USERNAME` and `sessions revoke-all USERNAME`: exit 1 for an unknown user."""
+    from sqlalchemy.exc import DBAPIError
+
+    from webapp.app import build_services
+    from webapp.domain.sessions import Sessions
+
+    async def run(sessions: Sessions) -> int:
+        account = await sessions.account_named(args.username)
+        if account is None:
+            print(f"webapp: there is no user named {args.username!r}", file=sys.stderr)
+            return 1
+        if args.sessions_command == "revoke-all":
+            ended = await sessions.end_all_sessions(account.id, detail="by an operator")
+            plural = "" if ended == 1 else "s"
+            print(f"ended {ended} session{plural} of {account.username}")
+            return 0
+        listed = await sessions.live_sessions(account.id)
+        if not listed:
+            print(f"{account.username} has no live sessions")
+            return 0
+        table = [("PUBLIC ID", "BROWSER", "ADDRESS", "SIGNED IN (UTC)", "LAST ACTIVE (UTC)")]
+        table += [
+            (
+                view.handle,
+                str(view.device),
+                view.client_addr or "unknown",
+                f"{view.signed_in_at:%Y-%m-%d %H:%M:%S}",
+                f"{view.last_active_at:%Y-%m-%d %H:%M:%S}",
+            )
+            for view in listed
+        ]
+        widths = [max(len(line[column]) for line in table) for column in range(5)]
+        for line in table:
+            print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+        return 0
+
+    services = build_services(settings)
+    try:
+        return asyncio.run(run(services.sessions))
+    except DBAPIError as exc:
+        print(_DATABASE_UNUSABLE.format(type(exc).__name__), file=sys.stderr)
+        return 1
+    finally:
+        services.db.dispose()
+
+
+# -- events and delete-user: an account's history, and deleting it ------------------------
+
+
+def _database_unusable(exc: Exception) -> int:
+    print(
+        f"webapp: the database cannot be used ({type(exc).__name__}); "
+        "is it reachable, and has `migrate` run?",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _events(settings: Settings, args: argparse.Namespace) -> int:
+    """`events USERNAME [--limit N]`: the newest events, newest first; exit 1 if no such user."""
+    from sqlalchemy.exc import DBAPIError
+
+    from webapp.app import build_services
+
+    if args.limit < 1:
+        print("webapp: --limit must be at least 1", file=sys.stderr)
+        return 2
+    services = build_services(settings)
+    try:
+        found = asyncio.run(services.activity.recent(args.username, limit=args.limit))
+    except DBAPIError as exc:
+        return _database_unusable(exc)
+    finally:
+        services.db.dispose()
+    if found is None:
+        print(f"webapp: there is no user named {args.username!r}", file=sys.stderr)
+        return 1
+    account, listed = found
+    if not listed:
+        print(f"{account.username} has no recorded events")
+        return 0
+    table = [("WHEN (UTC)", "EVENT", "BROWSER", "ADDRESS", "DETAIL")]
+    table += [
+        (
+            f"{event.created_at:%Y-%m-%d %H:%M:%S}",
+            event.kind,
+            f"{event.browser} on {event.system}",
+            event.client_addr or "unknown",
+            event.detail,
+        )
+        for event in listed
+    ]
+    widths = [max(len(line[column]) for line in table) for column in range(5)]
+    for line in table:
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+def _delete_user(settings: Settings, args: argparse.Namespace) -> int:
+    """`delete-user USERNAME --yes`: what the account's own delete button does, without the
+    password; refuses without --yes."""
+    from sqlalchemy.exc import DBAPIError
+
+    from webapp.app import build_services
+
+    if not args.yes:
+        print(
+            f"webapp: refusing to delete {args.username!r} without --yes: the account and "
+            "every row of it are deleted for good",
+            file=sys.stderr,
+        )
+        return 2
+    services = build_services(settings)
+    try:
+        deleted = asyncio.run(services.activity.delete_user(args.username))
+    except DBAPIError as exc:
+        return _database_unusable(exc)
+    finally:
+        services.db.dispose()
+    if deleted is None:
+        print(f"webapp: there is no user named {args.username!r}", file=sys.stderr)
+        return 1
+    print(f"deleted user {deleted.username} (id {deleted.id}) and every row of it:")
+    for table, count in deleted.rows.items():
+        print(f"  {table}: {count}")
+    # Delivered by the app's sender, like every e-mail.
+    print(f"a goodbye notice to {deleted.email} waits in the outbox")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m webapp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -239,6 +379,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     inbox.add_argument("--host", default="127.0.0.1")
     inbox.add_argument("--port", type=int, default=8025)
     inbox.set_defaults(run=_mail_inbox)
+    sessions = commands.add_parser("sessions", help="see and end a user's sessions")
+    sessions_commands = sessions.add_subparsers(dest="sessions_command", required=True)
+    sessions_list = sessions_commands.add_parser(
+        "list", help="a user's live sessions: public id, browser, address, signed in, last active"
+    )
+    sessions_list.add_argument("username")
+    sessions_list.set_defaults(run=_sessions_command)
+    revoke_all = sessions_commands.add_parser(
+        "revoke-all", help="end every session of a user (recorded in their activity)"
+    )
+    revoke_all.add_argument("username")
+    revoke_all.set_defaults(run=_sessions_command)
+    events = commands.add_parser("events", help="a user's recent security events, newest first")
+    events.add_argument("username")
+    events.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    events.set_defaults(run=_events)
+    delete_user = commands.add_parser(
+        "delete-user", help="delete an account and every row of it (needs --yes)"
+    )
+    delete_user.add_argument("username")
+    delete_user.add_argument("--yes", action="store_true", help="really delete it")
+    delete_user.set_defaults(run=_delete_user)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_environment()

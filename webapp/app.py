@@ -16,20 +16,22 @@ from starlette.routing import Mount
 
 from webapp.db import Database, Deadlines, create_db_engine
 from webapp.domain.accounts import Accounts
+from webapp.domain.activity import Activity, Housekeeping
 from webapp.domain.emails import Emails
 from webapp.domain.outbox import Mailer
 from webapp.domain.sessions import Sessions
 from webapp.domain.throttle import Throttle
+from webapp.domain.twofactor import TwoFactorService
 from webapp.mail import MailSender, parse_mail_url
 from webapp.settings import PROJECT_DIR, ConfigurationError, Settings
-from webapp.web import errors
+from webapp.web import errors, logs
 from webapp.web.assets import StaticAssets
 from webapp.web.auth import JWTCookieBackend, SessionCookieMiddleware
 from webapp.web.browser import BrowserCookieMiddleware
 from webapp.web.csrf import CSRFMiddleware
 from webapp.web.middleware import SecurityHeadersMiddleware, TrustedProxyMiddleware
 from webapp.web.rendering import create_templates
-from webapp.web.routes import email, pages, profile, sessions
+from webapp.web.routes import account, activity, email, pages, profile, security, sessions
 from webapp.web.services import Services
 from webapp.web.tokens import TokenIssuer, derive_key
 
@@ -62,11 +64,12 @@ def build_services(settings: Settings) -> Services:
         token_key=derive_key(secret=settings.secret_key, purpose="email-token"),
     )
     emails = Emails(db, settings, limits, mailer)
+    sessions_ = Sessions(db, settings, limits, emails)
     return Services(
         settings=settings,
         db=db,
         accounts=Accounts(db, settings, limits, emails),
-        sessions=Sessions(db, settings, limits, emails),
+        sessions=sessions_,
         emails=emails,
         mailer=mailer,
         tokens=TokenIssuer(
@@ -80,6 +83,15 @@ def build_services(settings: Settings) -> Services:
         csrf_key=derive_key(secret=settings.secret_key, purpose="csrf"),
         assets=assets,
         templates=templates,
+        activity=Activity(db, settings, limits, mailer),
+        # TOTP secrets are encrypted at rest with a key of their own (see twofactor.py).
+        twofactor=TwoFactorService(
+            db,
+            limits,
+            emails,
+            sessions_,
+            key=derive_key(secret=settings.secret_key, purpose="totp"),
+        ),
     )
 
 
@@ -97,12 +109,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     app_services = build_services(settings)
+    # Link tokens (/password-reset/<token>, …) never reach the access log.
+    logs.install()
     mail_sender = MailSender(
         app_services.db,
         config=mail_config,
         mailer=app_services.mailer,
         mail_from=settings.mail_from,
     )
+    # Deletes what is past keeping (ACTIVITY_RETENTION_DAYS): at start, then hourly.
+    housekeeping = Housekeeping(app_services.activity)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -123,7 +139,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
             await run_in_threadpool(upgrade_to_head, settings.database_url)
         await mail_sender.start()
+        await housekeeping.start()
         yield
+        await housekeeping.stop()
         await mail_sender.stop()
         app_services.db.dispose()
 
@@ -133,6 +151,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *sessions.routes,
             *profile.routes,
             *email.routes,
+            *account.routes,
+            *activity.routes,
+            *security.routes,
             Mount("/static", app=app_services.assets, name="static"),
         ],
         middleware=[
@@ -168,6 +189,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.router.redirect_slashes = False
     app.state.services = app_services
     app.state.mail_sender = mail_sender
+    app.state.housekeeping = housekeeping
     return app
 
 

@@ -99,6 +99,9 @@ class UserSession(SQLModel, table=True):
     # SHA-256 of the browser's long-lived device id: a sign-in from a browser this account
     # has never seen brings a notice.
     device_hash: str = Field(default="", max_length=64, index=True)
+    # When the password (or a passkey) was last entered in this session: sign-in counts.
+    # Sensitive pages need it within the last 10 minutes ("recent authentication").
+    authenticated_at: datetime = Field(default_factory=utcnow)
 
 
 class SigninFailure(SQLModel, table=True):
@@ -174,3 +177,71 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = None
     # Given up on (a day of failures).
     failed_at: datetime | None = None
+
+
+class SecurityEvent(SQLModel, table=True):
+    """One line of an account's security history, written in the same transaction as the
+    change it records. Never a password, token or code."""
+
+    __tablename__ = "security_events"
+    __table_args__ = (Index("ix_security_events_user_id_id", "user_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
+    # signin, signin_failed, signout, throttled, password_changed, password_reset,
+    # email_changed, email_verified, email_reverted, username_changed, session_revoked, …
+    kind: str = Field(max_length=40)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    client_addr: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=512)
+    # A short, harmless detail ("from alice to alicia"), or "".
+    detail: str = Field(default="", max_length=300)
+
+
+class TwoFactor(SQLModel, table=True):
+    """An account's authenticator app (TOTP). Secrets are AES-GCM encrypted
+    (webapp/domain/twofactor.py); a row without `secret` is a set-up not yet confirmed."""
+
+    __tablename__ = "two_factor"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", unique=True, ondelete="CASCADE")
+    # The confirmed secret, encrypted; None: two-factor sign-in is off.
+    secret: str | None = Field(default=None, max_length=200)
+    enabled_at: datetime | None = None
+    # The newest accepted time step (Unix time // 30): a code is accepted once.
+    last_step: int = Field(default=0)
+    # A secret shown for set-up and not yet confirmed by a code, encrypted.
+    pending_secret: str | None = Field(default=None, max_length=200)
+    pending_at: datetime | None = None
+
+
+class RecoveryCode(SQLModel, table=True):
+    """A single-use recovery code: only the SHA-256 of the (high-entropy) code is stored."""
+
+    __tablename__ = "recovery_codes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    code_hash: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    used_at: datetime | None = None
+
+
+class SigninChallenge(SQLModel, table=True):
+    """A sign-in waiting for its second factor: the password was right. Bound to the browser
+    it started in; ends after 5 minutes or 5 wrong codes. Only the token's SHA-256 is kept."""
+
+    __tablename__ = "signin_challenges"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    # SHA-256 of the browser's CSRF identity at the first step.
+    browser_hash: str = Field(max_length=64)
+    remember: bool = False
+    # users.credential_version when the password was checked: a new password ends it.
+    credential_version: int
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+    failures: int = Field(default=0)

@@ -118,6 +118,8 @@ class Settings:
     public_url: str = "http://localhost:8000"
     # "required": an unconfirmed address cannot sign in (a fresh link is sent instead).
     email_verification: EmailVerification = "optional"
+    # Security events older than this are deleted by the app in the background.
+    activity_retention_days: int = 90
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -149,6 +151,8 @@ class Settings:
             found.append("REGISTRATION_LIMIT and RENAME_LIMIT must be at least 1")
         if self.session_max_age < 3600 or self.remember_me_days < 1:
             found.append("SESSION_MAX_AGE must be at least 3600 and REMEMBER_ME_DAYS at least 1")
+        if self.activity_retention_days < 1:
+            found.append("ACTIVITY_RETENTION_DAYS must be at least 1")
         if self.email_verification not in ("optional", "required"):
             found.append("EMAIL_VERIFICATION must be optional or required")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
@@ -260,6 +264,9 @@ class Settings:
                 public_url=config(
                     "PUBLIC_URL", default="" if app_env == "production" else cls.public_url
                 ).rstrip("/"),
+                activity_retention_days=config(
+                    "ACTIVITY_RETENTION_DAYS", cast=int, default=cls.activity_retention_days
+                ),
                 email_verification=config(
                     "EMAIL_VERIFICATION", default=cls.email_verification
                 ).lower(),  # type: ignore[arg-type]  # checked in problems()

@@ -221,7 +221,7 @@ def test_send_the_link_again_swaps_the_profile_in_place(tab: Tab, inbox: Inbox) 
 
     # Three more links in 15 minutes: each press swaps #profile and says where it went.
     for sent in (2, 3, 4):
-        response = tab.submit("#email-status form", "/verify-email")
+        response = tab.submit("form#email-status", "/verify-email")
         assert response.status == 200
         tab.assert_same_document()
         expect_flash(tab, "A new confirmation link is on its way to erin@example.com.")
@@ -234,7 +234,7 @@ def test_send_the_link_again_swaps_the_profile_in_place(tab: Tab, inbox: Inbox) 
 
     # A fourth is refused, in place too, and nothing is sent.
     tab.expect_statuses(429)
-    response = tab.submit("#email-status form", "/verify-email")
+    response = tab.submit("form#email-status", "/verify-email")
     assert response.status == 429
     assert 1 <= int(response.headers["retry-after"]) <= 900
     tab.assert_same_document()

@@ -16,9 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select, update
 
 from webapp.db import Database
-from webapp.domain import passwords, sessions, throttle
+from webapp.domain import events, passwords, sessions, throttle
 from webapp.domain.emails import Emails
-from webapp.domain.errors import AccountGone, InvalidInput, Taken
+from webapp.domain.errors import AccountGone, InvalidInput, Taken, Throttled
+from webapp.domain.events import EventKind
 from webapp.domain.throttle import Throttle
 from webapp.domain.validation import (
     CURRENT_PASSWORD_NEEDED,
@@ -200,6 +201,7 @@ class Accounts:
                 if new_hash is not None:
                     # To the address the account had before this change.
                     self.emails.notify(session, user, "password_changed", client=client)
+                self._record_changes(session, user, wanted, client, now)
                 if new_hash is not None:
                     # A new password ends every session of this user; this browser goes
                     # on in a new one (new sid), under the new credential.
@@ -223,14 +225,53 @@ class Accounts:
         reissue = "username" in wanted or new_session_id is not None
         return ProfileUpdate(updated, frozenset(wanted), now if reissue else None, new_session_id)
 
+    @staticmethod
+    def _record_changes(
+        session: Session, user: User, wanted: dict[str, str], client: Client, now: datetime
+    ) -> None:
+        assert user.id is not None
+        if "username" in wanted:
+            detail = f"from {user.username} to {wanted['username']}"
+            events.record(
+                session, user_id=user.id, kind="username_changed", client=client, detail=detail
+            )
+        if "email" in wanted:
+            detail = f"from {user.email} to {wanted['email']}"
+            events.record(
+                session, user_id=user.id, kind="email_changed", client=client, detail=detail
+            )
+        if "password" in wanted:
+            events.record(session, user_id=user.id, kind="password_changed", client=client, now=now)
+
+    def _note(self, user_id: int, kind: EventKind, client: Client) -> None:
+        with self.db.writing() as session:
+            if not events.account_exists(session, user_id):
+                return
+            if kind == "throttled":
+                events.record_throttled(session, user_id=user_id, client=client)
+            else:
+                events.record(
+                    session,
+                    user_id=user_id,
+                    kind=kind,
+                    client=client,
+                    detail="wrong current password",
+                )
+
     async def check_current_password(
         self, user: User, candidate: str | None, client: Client
     ) -> None:
         """The current password counts like a sign-in: throttled, failures recorded."""
         if candidate is None:
             raise InvalidInput({"current_password": CURRENT_PASSWORD_NEEDED})
+        assert user.id is not None
         limits = self.throttle.signin_limits(throttle.account_key(user.id, user.username), client)
-        reservation = await self.throttle.reserve(limits, action="password")
+        try:
+            reservation = await self.throttle.reserve(limits, action="password")
+        except Throttled:
+            await self.db.write(self._note, user.id, "throttled", client)
+            raise
         if not await passwords.verify_password(candidate, password_hash=user.password_hash):
+            await self.db.write(self._note, user.id, "signin_failed", client)
             raise InvalidInput({"current_password": CURRENT_PASSWORD_WRONG})
         await self.throttle.release(reservation)

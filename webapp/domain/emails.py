@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlmodel import Session, col, delete, select, update
 
 from webapp.db import Database
-from webapp.domain import passwords, sessions, throttle
+from webapp.domain import events, passwords, sessions, throttle
 from webapp.domain.devices import describe
 from webapp.domain.errors import InvalidInput, InvalidLink, Throttled
 from webapp.domain.outbox import TOKEN_MARK, Mailer, link_token, new_nonce, token_hash
@@ -208,16 +208,20 @@ class Emails:
             raise InvalidLink(purpose)
         return row, user
 
-    async def verify(self, token: str) -> LinkCheck:
-        return await self.db.write(self._verify, token)
+    async def verify(self, token: str, client: Client | None = None) -> LinkCheck:
+        return await self.db.write(self._verify, token, client)
 
-    def _verify(self, token: str) -> LinkCheck:
+    def _verify(self, token: str, client: Client | None) -> LinkCheck:
         with self.db.writing() as session:
             row, user = self._valid(session, token, "verify", lock=True)
             now = utcnow()
             row.used_at = now
             user.email_verified_at = now
             session.add_all([row, user])
+            assert user.id is not None
+            events.record(
+                session, user_id=user.id, kind="email_verified", client=client, detail=row.email
+            )
             return LinkCheck(user.username, row.email)
 
     # -- resetting a password ------------------------------------------------------------
@@ -245,7 +249,9 @@ class Emails:
             if user is not None:
                 self.send_link(session, user, "reset", to=user.email, kind="reset_password")
 
-    async def reset_password(self, token: str, password: str, confirm: str) -> LinkCheck:
+    async def reset_password(
+        self, token: str, password: str, confirm: str, client: Client | None = None
+    ) -> LinkCheck:
         """Set a new password through a reset link. InvalidInput leaves the link usable."""
         found = await self.check(token, "reset")
         user = await self.db.read(self._user_by_name, found.username)
@@ -257,7 +263,7 @@ class Emails:
         if errors:
             raise InvalidInput(errors)
         new_hash = await passwords.hash_password(password, rounds=self.settings.bcrypt_rounds)
-        return await self.db.write(self._reset, token, new_hash)
+        return await self.db.write(self._reset, token, new_hash, client)
 
     def _user_by_name(self, username: str) -> User:
         with self.db.reading() as session:
@@ -266,7 +272,7 @@ class Emails:
                 raise InvalidLink("reset")
             return user
 
-    def _reset(self, token: str, new_hash: str) -> LinkCheck:
+    def _reset(self, token: str, new_hash: str, client: Client | None) -> LinkCheck:
         with self.db.writing() as session:
             row, user = self._valid(session, token, "reset", lock=True)
             assert user.id is not None
@@ -289,15 +295,16 @@ class Emails:
             sessions.revoke_all(session, user_id=user.id, now=now)
             # The owner proved control of the address: earlier failures are forgiven.
             throttle.forgive_in(session, throttle.account_key(user.id, user.username))
-            self.notify(session, user, "password_changed")
+            self.notify(session, user, "password_changed", client=client)
+            events.record(session, user_id=user.id, kind="password_reset", client=client)
             return LinkCheck(user.username, row.email)
 
     # -- undoing an address change -------------------------------------------------------
 
-    async def revert(self, token: str) -> LinkCheck:
-        return await self.db.write(self._revert, token)
+    async def revert(self, token: str, client: Client | None = None) -> LinkCheck:
+        return await self.db.write(self._revert, token, client)
 
-    def _revert(self, token: str) -> LinkCheck:
+    def _revert(self, token: str, client: Client | None) -> LinkCheck:
         with self.db.writing() as session:
             row, user = self._valid(session, token, "revert", lock=True)
             assert user.id is not None
@@ -325,6 +332,9 @@ class Emails:
             session.flush()
             sessions.revoke_all(session, user_id=user.id, now=now)
             self.send_link(session, user, "reset", to=user.email, kind="reset_password")
+            events.record(
+                session, user_id=user.id, kind="email_reverted", client=client, detail=row.email
+            )
             return LinkCheck(user.username, row.email)
 
     # -- sign-in notices -----------------------------------------------------------------

@@ -69,3 +69,9 @@ class EmailNotVerified(DomainError):
     """EMAIL_VERIFICATION=required and the address is not confirmed yet."""
 
     code = "email_not_verified"
+
+
+class SessionNotFound(DomainError):
+    """The id names no live session of this user (another user's id included)."""
+
+    code = "session_not_found"

@@ -14,21 +14,35 @@ the low-priority threads of `passwords`, never inside a write transaction.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, SQLModel, col, or_, select, update
 
 from webapp.db import Database
-from webapp.domain import passwords, throttle
-from webapp.domain.devices import device_hash
+from webapp.domain import events, passwords, throttle, twofactor
+from webapp.domain.devices import Device, describe, device_hash
 from webapp.domain.emails import Emails
-from webapp.domain.errors import EmailNotVerified, SigninFailed
+from webapp.domain.errors import (
+    AccountGone,
+    EmailNotVerified,
+    InvalidInput,
+    SessionNotFound,
+    SigninFailed,
+    Throttled,
+)
+from webapp.domain.events import EventKind
 from webapp.domain.throttle import Reservation, Throttle
-from webapp.domain.validation import Signin, username_key
+from webapp.domain.validation import MAX_PASSWORD_LENGTH, Signin, username_key
 from webapp.models import Account, Client, User, UserSession, utcnow
 from webapp.settings import Settings
+
+if TYPE_CHECKING:
+    # Only for a type: accounts.py imports this module.
+    from webapp.domain.accounts import Accounts
 
 # The live check of every signed-in request: revoked, expired and old-credential
 # sessions are all "not signed in".
@@ -58,6 +72,37 @@ class NewSession(LiveSession):
     started_at: datetime
     # The opaque "remember me" secret for the browser; only its hash is stored.
     remember_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """What the sessions page and the operator see of one live session."""
+
+    # The public handle (never the sid).
+    handle: str
+    device: Device
+    client_addr: str
+    signed_in_at: datetime
+    # Updated when the session's token is renewed, so at most ten minutes behind.
+    last_active_at: datetime
+    expires_at: datetime
+    # This browser's own session.
+    current: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    """A session ended from the sessions page: `current` means the browser signed itself out."""
+
+    device: Device
+    current: bool
+
+
+# What a public handle can look like (secrets.token_urlsafe(12)); anything else names nothing,
+# and is never sent to the database (PostgreSQL refuses a NUL in text).
+_HANDLE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+PASSWORD_NEEDED = "Enter your password."
+PASSWORD_WRONG = "That password is not correct."
 
 
 def account_of(user: User) -> Account:
@@ -102,6 +147,7 @@ def reopen(session: Session, *, old_id: str, credential_version: int, now: datet
         created_at=old.created_at,
         expires_at=old.expires_at,
         last_seen_at=now,
+        authenticated_at=now,
         credential_version=credential_version,
         remember_hash=old.remember_hash,
         remember_prev_hash=old.remember_prev_hash,
@@ -136,7 +182,8 @@ class Sessions:
     async def sign_in(
         self, signin: Signin, client: Client, *, remember: bool = False, replaces: str | None = None
     ) -> NewSession:
-        """Check the password and open a session; raises SigninFailed or Throttled.
+        """Check the password and open a session; raises SigninFailed or Throttled,
+        or twofactor.SecondFactorRequired when the password is right and a code is needed.
 
         The attempt is reserved before the password is checked, and exactly one bcrypt
         check runs whether or not the identifier names an account. `replaces` is the
@@ -144,18 +191,31 @@ class Sessions:
         """
         user = await self.db.read(self._candidate, signin)
         account = throttle.account_key(user.id if user else None, signin.identifier)
-        reservation = await self.throttle.reserve(
-            self.throttle.signin_limits(account, client), action="signin"
-        )
+        try:
+            reservation = await self.throttle.reserve(
+                self.throttle.signin_limits(account, client), action="signin"
+            )
+        except Throttled:
+            if user is not None and user.id is not None:
+                await self.db.write(self._note, user.id, "throttled", client)
+            raise
         rounds = self.settings.bcrypt_rounds
         stored_hash = user.password_hash if user else await passwords.dummy_hash(rounds)
         matches = await passwords.verify_password(signin.password, password_hash=stored_hash)
         if user is None or not matches:
+            if user is not None and user.id is not None:
+                # Only for a real account: a name nobody has is recorded nowhere visible.
+                await self.db.write(self._note, user.id, "signin_failed", client)
             raise SigninFailed
         if self.settings.email_verification == "required" and user.email_verified_at is None:
             # The right password, but the address is not confirmed: a fresh link instead.
             await self.db.write(self._refuse_unconfirmed, user, reservation)
             raise EmailNotVerified
+        if await self.db.read(self._second_factor_on, user.id):
+            # The password was right, so its attempt is released; no session yet: the web
+            # layer asks for a code, each of which is counted on its own (twofactor.py).
+            await self.throttle.release(reservation)
+            raise twofactor.SecondFactorRequired(account_of(user), remember=remember)
         new_hash = (
             await passwords.hash_password(signin.password, rounds=rounds)
             if passwords.needs_rehash(user.password_hash, rounds=rounds)
@@ -164,6 +224,33 @@ class Sessions:
         return await self.db.write(
             self._open, user, client, new_hash, reservation, remember, replaces
         )
+
+    def _second_factor_on(self, user_id: int | None) -> bool:
+        with self.db.reading() as session:
+            return user_id is not None and twofactor.enabled_in(session, user_id)
+
+    async def open_after_second_factor(
+        self,
+        user: User,
+        client: Client,
+        reservation: Reservation,
+        *,
+        remember: bool,
+        replaces: str | None = None,
+    ) -> NewSession:
+        """The second step of a sign-in passed (twofactor.py): open the session exactly as
+        sign_in does. `user` carries the credential version the password was checked
+        against, so a password changed since then still refuses it."""
+        return await self.db.write(self._open, user, client, None, reservation, remember, replaces)
+
+    def _note(self, user_id: int, kind: EventKind, client: Client) -> None:
+        with self.db.writing() as session:
+            if not events.account_exists(session, user_id):
+                return
+            if kind == "throttled":
+                events.record_throttled(session, user_id=user_id, client=client)
+            else:
+                events.record(session, user_id=user_id, kind=kind, client=client)
 
     def _refuse_unconfirmed(self, user: User, reservation: Reservation) -> None:
         with self.db.writing() as session:
@@ -210,6 +297,7 @@ class Sessions:
             created_at=now,
             expires_at=now + lifetime,
             last_seen_at=now,
+            authenticated_at=now,
             # The credential the password was checked against, read before the check.
             credential_version=user.credential_version,
             remember_hash=token_hash(remember_token) if remember_token else None,
@@ -218,8 +306,12 @@ class Sessions:
             device_hash=device_hash(client.device),
         )
         with self.db.writing() as session:
+            # FOR KEY SHARE (PostgreSQL): the user cannot be deleted until this commits, and
+            # a deletion already under way is waited for, after which no user is found.
             current = session.exec(
-                select(User.credential_version).where(col(User.id) == user.id)
+                select(User.credential_version)
+                .where(col(User.id) == user.id)
+                .with_for_update(read=True, key_share=True)
             ).first()
             if current != user.credential_version:
                 # The password changed while this one was being checked: too late.
@@ -235,6 +327,7 @@ class Sessions:
                     .values(revoked_at=now)
                 )
             self.emails.on_signin(session, user, client, row.device_hash)
+            events.record(session, user_id=user.id, kind="signin", client=client, now=now)
             session.add(row)
             if new_hash is not None:
                 session.exec(
@@ -261,6 +354,18 @@ class Sessions:
             expires_at = datetime.fromisoformat(expires_at)
         account = Account(found_id, username, email, bool(verified))
         return LiveSession(account, session_id, handle, _aware(expires_at))
+
+    async def recently_authenticated(self, session_id: str, *, within: int) -> bool:
+        """Whether the password (or a passkey) was entered in this session in the last
+        `within` seconds. Read only by the few pages that need it, never on every request."""
+        return await self.db.read(self._recently_authenticated, session_id, within)
+
+    def _recently_authenticated(self, session_id: str, within: int) -> bool:
+        with self.db.reading() as session:
+            moment = session.exec(
+                select(UserSession.authenticated_at).where(col(UserSession.id) == session_id)
+            ).first()
+        return moment is not None and _aware(moment) > utcnow() - timedelta(seconds=within)
 
     async def touch(self, session_id: str) -> None:
         """Note that the session is in use (called at most once per token renewal)."""
@@ -323,15 +428,230 @@ class Sessions:
 
     # -- signing out ---------------------------------------------------------------------
 
-    async def sign_out(self, session_id: str) -> None:
+    async def sign_out(self, session_id: str, client: Client | None = None) -> None:
         """Revoke one session; its token is refused from now on, on every worker."""
-        await self.db.write(self._revoke, session_id)
+        await self.db.write(self._revoke, session_id, client)
 
-    def _revoke(self, session_id: str) -> None:
+    def _revoke(self, session_id: str, client: Client | None) -> None:
         with self.db.writing() as session:
-            session.exec(
+            row = session.get(UserSession, session_id)
+            if row is None or row.revoked_at is not None:
+                return
+            if not events.account_exists(session, row.user_id):
+                return  # deleted meanwhile, its sessions with it
+            row.revoked_at = utcnow()
+            session.add(row)
+            events.record(session, user_id=row.user_id, kind="signout", client=client)
+
+    # -- your sessions: the sessions page and the operator ---------------------------------
+
+    async def live_sessions(
+        self, user_id: int, *, current_sid: str | None = None
+    ) -> list[SessionView]:
+        """The user's live sessions, the newest sign-in first; `current_sid` marks this
+        browser's own."""
+        return await self.db.read(self._live_sessions, user_id, current_sid)
+
+    def _live_sessions(self, user_id: int, current_sid: str | None) -> list[SessionView]:
+        with self.db.reading() as session:
+            found = session.exec(
+                select(UserSession)
+                .where(*_live_conditions(user_id, utcnow()))
+                .order_by(col(UserSession.created_at).desc(), col(UserSession.public_id))
+            ).all()
+        return [
+            SessionView(
+                handle=row.public_id,
+                device=describe(row.user_agent),
+                client_addr=row.client_addr,
+                signed_in_at=_aware(row.created_at),
+                last_active_at=_aware(row.last_seen_at),
+                expires_at=_aware(row.expires_at),
+                current=row.id == current_sid,
+            )
+            for row in found
+        ]
+
+    async def end_session(
+        self, user_id: int, handle: str, *, current_sid: str, client: Client
+    ) -> EndedSession:
+        """End one live session of the user, named by its public handle; SessionNotFound for
+        anything else, another user's session included. Ending this browser's own session is
+        signing out. The check, the end and its event are one transaction, so of many
+        requests to end one session exactly one succeeds."""
+        if not _HANDLE.fullmatch(handle):
+            raise SessionNotFound
+        return await self.db.write(self._end_session, user_id, handle, current_sid, client)
+
+    def _end_session(
+        self, user_id: int, handle: str, current_sid: str, client: Client
+    ) -> EndedSession:
+        now = utcnow()
+        with self.db.writing() as session:
+            row = session.exec(
+                select(UserSession)
+                .where(col(UserSession.public_id) == handle)
+                .where(*_live_conditions(user_id, now))
+                # Requests to end one session queue here; the later ones find it ended.
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise SessionNotFound
+            ended = session.exec(
+                update(UserSession)
+                .where(col(UserSession.id) == row.id)
+                .where(col(UserSession.revoked_at).is_(None))
+                .values(revoked_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if ended.rowcount != 1:
+                raise SessionNotFound
+            device = describe(row.user_agent)
+            current = row.id == current_sid
+            if current:
+                events.record(session, user_id=user_id, kind="signout", client=client, now=now)
+            else:
+                detail = f"{device}, {row.client_addr or 'unknown address'}"
+                events.record(
+                    session,
+                    user_id=user_id,
+                    kind="session_revoked",
+                    client=client,
+                    detail=detail,
+                    now=now,
+                )
+            return EndedSession(device, current)
+
+    async def end_other_sessions(self, user_id: int, *, current_sid: str, client: Client) -> int:
+        """End every live session of the user but this browser's; how many ended. One
+        session_revoked event for them all, in the same transaction (none if none ended)."""
+        return await self.db.write(self._end_others, user_id, current_sid, client)
+
+    def _end_others(self, user_id: int, current_sid: str, client: Client) -> int:
+        now = utcnow()
+        with self.db.writing() as session:
+            count = self._end_live(session, user_id, now, keep=current_sid)
+            if count:
+                plural = "" if count == 1 else "s"
+                events.record(
+                    session,
+                    user_id=user_id,
+                    kind="session_revoked",
+                    client=client,
+                    detail=f"{count} other session{plural}",
+                    now=now,
+                )
+        return count
+
+    async def account_named(self, username: str) -> Account | None:
+        """The account with this username (any case), for operators; None if there is none."""
+        return await self.db.read(self._account_named, username)
+
+    def _account_named(self, username: str) -> Account | None:
+        name = username.strip()
+        if not name.isprintable() or not 0 < len(name) <= 50:
+            return None
+        with self.db.reading() as session:
+            user = session.exec(
+                select(User).where(col(User.username_key) == username_key(name))
+            ).first()
+        return account_of(user) if user is not None else None
+
+    async def end_all_sessions(
+        self, user_id: int, *, detail: str, client: Client | None = None
+    ) -> int:
+        """End every live session of the user (an operator's doing); how many ended, with
+        one session_revoked event carrying `detail` when any did."""
+        return await self.db.write(self._end_all, user_id, detail, client)
+
+    def _end_all(self, user_id: int, detail: str, client: Client | None) -> int:
+        now = utcnow()
+        with self.db.writing() as session:
+            count = self._end_live(session, user_id, now)
+            if count:
+                events.record(
+                    session,
+                    user_id=user_id,
+                    kind="session_revoked",
+                    client=client,
+                    detail=detail,
+                    now=now,
+                )
+        return count
+
+    @staticmethod
+    def _end_live(session: Session, user_id: int, now: datetime, *, keep: str | None = None) -> int:
+        """Revoke the user's live sessions (but `keep`) in the caller's transaction; how many.
+
+        A conditional UPDATE: a concurrent one waits for this row lock and then finds the
+        rows revoked, so each session is counted (and its event written) once."""
+        query = update(UserSession).where(*_live_conditions(user_id, now))
+        if keep is not None:
+            query = query.where(col(UserSession.id) != keep)
+        result = session.exec(
+            query.values(revoked_at=now).execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)
+
+    # -- recent authentication -----------------------------------------------------------
+
+    async def reauthenticate(
+        self,
+        accounts: Accounts,
+        *,
+        user_id: int,
+        session_id: str,
+        password: str,
+        client: Client,
+    ) -> None:
+        """The password entered again in this session ("recent authentication").
+
+        Checked exactly as a current password is (Accounts.check_current_password: the
+        attempt is reserved against the sign-in limit before bcrypt runs, failures are
+        recorded), then the session's authenticated_at becomes now. Raises InvalidInput
+        (field `password`), Throttled, or AccountGone when the session has ended.
+        """
+        if not password:
+            raise InvalidInput({"password": PASSWORD_NEEDED})
+        if len(password) > MAX_PASSWORD_LENGTH:
+            # No account has such a password; like an over-long current_password, not hashed.
+            raise InvalidInput({"password": PASSWORD_WRONG})
+        user = await self.db.read(self._user, user_id)
+        if user is None:
+            raise AccountGone
+        try:
+            await accounts.check_current_password(user, password, client)
+        except InvalidInput:
+            raise InvalidInput({"password": PASSWORD_WRONG}) from None
+        await self.db.write(self._authenticated, session_id, user_id)
+
+    def _user(self, user_id: int) -> User | None:
+        with self.db.reading() as session:
+            return session.get(User, user_id)
+
+    def _authenticated(self, session_id: str, user_id: int) -> None:
+        now = utcnow()
+        with self.db.writing() as session:
+            marked = session.exec(
                 update(UserSession)
                 .where(col(UserSession.id) == session_id)
-                .where(col(UserSession.revoked_at).is_(None))
-                .values(revoked_at=utcnow())
+                .where(*_live_conditions(user_id, now))
+                .values(authenticated_at=now)
+                .execution_options(synchronize_session=False)
             )
+            if marked.rowcount != 1:
+                # The session ended while the password was being checked.
+                raise AccountGone
+
+
+def _live_conditions(user_id: int, now: datetime) -> list[Any]:
+    """The user's live sessions: not revoked, not expired, opened under the current password."""
+    current_version = (
+        select(User.credential_version).where(col(User.id) == user_id).scalar_subquery()
+    )
+    return [
+        col(UserSession.user_id) == user_id,
+        col(UserSession.revoked_at).is_(None),
+        col(UserSession.expires_at) > now,
+        col(UserSession.credential_version) == current_version,
+    ]

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlencode
 
 from starlette.authentication import (
     AuthCredentials,
@@ -24,7 +25,7 @@ from starlette.authentication import (
 )
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webapp.db import UNAVAILABLE_ERRORS
@@ -39,6 +40,8 @@ from webapp.web.cookies import (
     session_token,
     set_cookie,
 )
+from webapp.web.htmx import htmx_details
+from webapp.web.navigation import safe_next
 from webapp.web.tokens import TOKEN_LIFETIME, InvalidToken, TokenClaims, TokenIssuer
 
 # Seconds: a token older than this is replaced by the next response.
@@ -244,6 +247,37 @@ def requires_user(endpoint: Endpoint) -> Endpoint:
     async def guarded(request: Request) -> Response:
         require_user(request)
         return await endpoint(request)
+
+    guarded.requires_user = True  # type: ignore[attr-defined]
+    return guarded
+
+
+# Seconds: sensitive pages need the password entered in this session this recently.
+RECENT_AUTHENTICATION = 10 * 60
+
+
+def reauth_url(next_path: str | None) -> str:
+    return f"/reauth?{urlencode({'next': safe_next(next_path)}, safe='/')}"
+
+
+def requires_recent_authentication(endpoint: Endpoint) -> Endpoint:
+    """Guard a sensitive endpoint: signed in, and the password entered in this session in
+    the last ten minutes. Otherwise a page gets 303 to /reauth?next=<path>, and an htmx
+    request 403 with HX-Redirect to it (the page it came from is where it returns)."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        user = require_user(request)
+        sessions: Sessions = request.app.state.services.sessions
+        if await sessions.recently_authenticated(user.session_id, within=RECENT_AUTHENTICATION):
+            return await endpoint(request)
+        details = htmx_details(request)
+        if details.is_htmx:
+            response = Response(status_code=403)
+            response.headers["HX-Redirect"] = reauth_url(details.current_path())
+            return response
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(reauth_url(target), status_code=303)
 
     guarded.requires_user = True  # type: ignore[attr-defined]
     return guarded

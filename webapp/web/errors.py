@@ -25,6 +25,7 @@ from webapp.domain.errors import (
     EmailNotVerified,
     InvalidInput,
     InvalidLink,
+    SessionNotFound,
     SigninFailed,
     Taken,
     Throttled,
@@ -46,6 +47,7 @@ THROTTLED = {
     "rename": "Too many username changes.",
     "email": "Too many e-mails asked for.",
 }
+SESSION_NOT_FOUND = "That session has already ended, or it is not one of yours."
 NOT_VERIFIED = (
     "Confirm your e-mail address first: we have sent a new link to it. Follow it, then sign in."
 )
@@ -59,6 +61,7 @@ STATUS: dict[type[DomainError], int] = {
     Throttled: 429,
     InvalidLink: 400,
     EmailNotVerified: 403,
+    SessionNotFound: 404,
 }
 
 
@@ -94,6 +97,8 @@ def failure(exc: DomainError) -> Failure:
         return Failure(status, NOT_VERIFIED)
     if isinstance(exc, InvalidLink):
         return Failure(status, "This link is unknown, used or expired.")
+    if isinstance(exc, SessionNotFound):
+        return Failure(status, SESSION_NOT_FOUND)
     return Failure(status, MESSAGES[401])
 
 

@@ -120,6 +120,8 @@ def _common_context(request: Request) -> dict[str, Any]:
     return {
         "user": user.account if user else None,
         "csrf_token": token_for(request, key=app.csrf_key),
+        # For the navigation's aria-current.
+        "path": request.url.path,
     }
 
 

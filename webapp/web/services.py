@@ -9,9 +9,11 @@ from starlette.requests import HTTPConnection
 
 from webapp.db import Database
 from webapp.domain.accounts import Accounts
+from webapp.domain.activity import Activity
 from webapp.domain.emails import Emails
 from webapp.domain.outbox import Mailer
 from webapp.domain.sessions import Sessions
+from webapp.domain.twofactor import TwoFactorService
 from webapp.settings import Settings
 from webapp.web.assets import StaticAssets
 from webapp.web.tokens import TokenIssuer
@@ -30,6 +32,10 @@ class Services:
     csrf_key: bytes
     assets: StaticAssets
     templates: jinja2.Environment
+    # The security history, the export and deleting an account.
+    activity: Activity
+    # Two-factor sign-in: the authenticator app, recovery codes, the second step.
+    twofactor: TwoFactorService
 
 
 def services(conn: HTTPConnection) -> Services:

@@ -52,7 +52,7 @@ class VerifyLink(HTTPEndpoint):
 
     async def post(self, request: Request) -> Response:
         try:
-            await services(request).emails.verify(_token(request))
+            await services(request).emails.verify(_token(request), client_of(request))
         except InvalidLink:
             return _invalid_link(request, "verify")
         browser_state(request).add_flash("success", CONFIRMED)
@@ -135,7 +135,10 @@ class PasswordResetLink(HTTPEndpoint):
         emails = services(request).emails
         try:
             await emails.reset_password(
-                _token(request), fields.get("password", ""), fields.get("confirm_password", "")
+                _token(request),
+                fields.get("password", ""),
+                fields.get("confirm_password", ""),
+                client_of(request),
             )
         except InvalidLink:
             return _invalid_link(request, "reset")
@@ -162,7 +165,7 @@ class EmailRevertLink(HTTPEndpoint):
 
     async def post(self, request: Request) -> Response:
         try:
-            await services(request).emails.revert(_token(request))
+            await services(request).emails.revert(_token(request), client_of(request))
         except InvalidLink:
             return _invalid_link(request, "revert")
         response = see_other(request, "/login")

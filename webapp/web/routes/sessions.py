@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from webapp.domain.errors import DomainError, InvalidInput
+from webapp.domain.twofactor import SecondFactorRequired
 from webapp.domain.validation import parse_registration, parse_signin
 from webapp.web.auth import end_session, signed_in_user, start_new_session
 from webapp.web.browser import browser_state
@@ -16,6 +17,7 @@ from webapp.web.forms import form_fields
 from webapp.web.middleware import client_of
 from webapp.web.navigation import safe_next, see_other
 from webapp.web.rendering import FormState, flash, render_page
+from webapp.web.routes.security import ask_for_code
 from webapp.web.services import services
 
 ACCOUNT_CREATED = "New account created. Sign in to continue."
@@ -108,6 +110,9 @@ class Login(HTTPEndpoint):
                 # Signing in ends the session this browser had, whoever it belonged to.
                 replaces=previous.session_id if previous else None,
             )
+        except SecondFactorRequired as pending:
+            # The password was right: 200 and the code form, no session cookie yet.
+            return await ask_for_code(request, pending, next_url)
         except InvalidInput as exc:
             form = FormState(_kept(fields, "username", "remember"), exc.errors)
             return _login_form(request, form, next_url, status_code=422)
@@ -136,7 +141,7 @@ async def logout(request: Request) -> Response:
     app = services(request)
     user = signed_in_user(request)
     if user is not None:
-        await app.sessions.sign_out(user.session_id)
+        await app.sessions.sign_out(user.session_id, client_of(request))
     response = see_other(request, "/")
     end_session(response, request)
     state = browser_state(request)
