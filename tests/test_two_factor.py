@@ -497,3 +497,31 @@ def test_one_code_sent_at_once_from_many_browsers_signs_in_once(app, alice, cloc
 
     statuses = at_once(5, attempt)
     assert sorted(statuses) == [303, 401, 401, 401, 401]
+
+
+def test_an_operator_can_turn_it_off_for_a_locked_out_user(
+    app, alice, settings, monkeypatch, capsys
+):
+    from webapp.__main__ import main
+
+    environment = {
+        "APP_ENV": "test",
+        "SECRET_KEY": settings.secret_key,
+        "DATABASE_URL": settings.database_url,
+        "AUTO_MIGRATE": "false",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert main(["disable-two-factor", "alice"]) == 2  # not without --yes
+    assert rows(app, "SELECT count(*) FROM two_factor WHERE secret IS NOT NULL") == [(1,)]
+    assert main(["disable-two-factor", "nobody", "--yes"]) == 1
+    assert main(["disable-two-factor", "ALICE", "--yes"]) == 0
+    assert "turned two-factor sign-in off for alice" in capsys.readouterr().out
+    assert rows(app, "SELECT count(*) FROM two_factor") == [(0,)]
+    assert rows(app, "SELECT count(*) FROM recovery_codes") == [(0,)]
+    assert _events(app, "totp_disabled") == 1
+    assert _notices(app, "totp_disabled") == 1
+    [(address,)] = rows(app, "SELECT client_addr FROM security_events WHERE kind = 'totp_disabled'")
+    assert address == "operator"
+    # The password alone signs in again.
+    assert login(new_client(app)).status_code == 303

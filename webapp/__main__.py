@@ -312,6 +312,44 @@ def _events(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _disable_two_factor(settings: Settings, args: argparse.Namespace) -> int:
+    """`disable-two-factor USERNAME --yes`: for a user who lost both the authenticator and
+    the recovery codes, once an operator has checked who is asking (out of band). Writes
+    a totp_disabled event and e-mails the account's address."""
+    from sqlalchemy.exc import DBAPIError
+
+    from webapp.app import build_services
+    from webapp.models import Client
+
+    if not args.yes:
+        print(
+            "webapp: refusing without --yes: turn two-factor off only after checking, by "
+            "other means, that the account's owner is asking",
+            file=sys.stderr,
+        )
+        return 2
+    services = build_services(settings)
+    try:
+        account = asyncio.run(services.sessions.account_named(args.username))
+        if account is None:
+            print(f"webapp: there is no user named {args.username!r}", file=sys.stderr)
+            return 1
+        operator = Client(address="operator", user_agent="python -m webapp disable-two-factor")
+        was_on = asyncio.run(services.twofactor.disable(account.id, operator))
+    except DBAPIError as exc:
+        return _database_unusable(exc)
+    finally:
+        services.db.dispose()
+    if not was_on:
+        print(f"{account.username} has no two-factor sign-in to turn off")
+        return 0
+    print(
+        f"turned two-factor sign-in off for {account.username}; "
+        f"a notice to {account.email} waits in the outbox"
+    )
+    return 0
+
+
 def _delete_user(settings: Settings, args: argparse.Namespace) -> int:
     """`delete-user USERNAME --yes`: what the account's own delete button does, without the
     password; refuses without --yes."""
@@ -395,6 +433,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     events.add_argument("username")
     events.add_argument("--limit", type=int, default=50, help="how many (default 50)")
     events.set_defaults(run=_events)
+    disable_two_factor = commands.add_parser(
+        "disable-two-factor",
+        help="turn a user's two-factor sign-in off after an out-of-band check (needs --yes)",
+    )
+    disable_two_factor.add_argument("username")
+    disable_two_factor.add_argument("--yes", action="store_true", help="really turn it off")
+    disable_two_factor.set_defaults(run=_disable_two_factor)
     delete_user = commands.add_parser(
         "delete-user", help="delete an account and every row of it (needs --yes)"
     )
