@@ -29,6 +29,7 @@ import smtplib
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -37,7 +38,6 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 from urllib.parse import unquote, urlsplit
 
-import anyio
 from sqlalchemy import event, func, or_, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapper, object_session
@@ -45,6 +45,7 @@ from sqlmodel import Session, col, select
 
 from webapp.db import Database
 from webapp.domain.outbox import Mailer
+from webapp.domain.passwords import lower_priority
 from webapp.models import OutboxMessage, utcnow
 from webapp.settings import Settings
 
@@ -439,6 +440,31 @@ class Pass:
     given_up: int = 0
 
 
+# Two low-priority threads (nice 19, like bcrypt's) per worker for building and sending.
+_MAIL_THREADS = ThreadPoolExecutor(
+    max_workers=2, thread_name_prefix="mail", initializer=lower_priority
+)
+
+
+def _build_and_deliver(
+    config: MailConfig,
+    row: OutboxMessage,
+    mailer: Mailer,
+    mail_from: str,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None,
+    local_hostname: str | None,
+) -> None:
+    message = build_message(row, mailer=mailer, mail_from=mail_from)
+    deliver(
+        config,
+        message,
+        timeout=timeout,
+        ssl_context=ssl_context,
+        local_hostname=local_hostname,
+    )
+
+
 def retry_delay(attempts: int) -> float:
     """Seconds before the next try after `attempts` failures: 5, 10, 20, … up to an hour,
     each ±10 % so that a queue that failed together does not retry together."""
@@ -621,17 +647,20 @@ class MailSender:
             try:
                 if self.config is None:
                     raise DeliveryError("MAIL_URL is not set")
-                message = build_message(row, mailer=self.mailer, mail_from=self.mail_from)
-                await anyio.to_thread.run_sync(
-                    functools.partial(
-                        deliver,
+                # Building the message (a few ms of the email package) and talking SMTP
+                # both happen on a low-priority thread: a burst of notices never takes
+                # the CPU from the event loop or from requests.
+                await asyncio.wrap_future(
+                    _MAIL_THREADS.submit(
+                        _build_and_deliver,
                         self.config,
-                        message,
-                        timeout=self.timeout,
-                        ssl_context=self.ssl_context,
-                        local_hostname=self._local_hostname,
-                    ),
-                    abandon_on_cancel=True,
+                        row,
+                        self.mailer,
+                        self.mail_from,
+                        self.timeout,
+                        self.ssl_context,
+                        self._local_hostname,
+                    )
                 )
             except Exception as exc:
                 error = describe_error(exc, self.config)

@@ -71,7 +71,8 @@ def dummy_hash_sync(rounds: int) -> str:
 # -- the same, awaited on low-priority threads ------------------------------------------
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
+    """Lower the calling thread's scheduling priority to the least (nice 19, Linux)."""
     # Not Linux, or not permitted: still correct, only less polite.
     with contextlib.suppress(AttributeError, OSError):
         # PRIO_PROCESS with "0" renices just the calling thread on Linux.
@@ -86,7 +87,7 @@ def _cores() -> int:
 
 
 _pool = ThreadPoolExecutor(
-    max_workers=_cores(), thread_name_prefix="bcrypt", initializer=_lower_priority
+    max_workers=_cores(), thread_name_prefix="bcrypt", initializer=lower_priority
 )
 
 
