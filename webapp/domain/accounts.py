@@ -245,18 +245,8 @@ class Accounts:
 
     def _note(self, user_id: int, kind: EventKind, client: Client) -> None:
         with self.db.writing() as session:
-            if not events.account_exists(session, user_id):
-                return
-            if kind == "throttled":
-                events.record_throttled(session, user_id=user_id, client=client)
-            else:
-                events.record(
-                    session,
-                    user_id=user_id,
-                    kind=kind,
-                    client=client,
-                    detail="wrong current password",
-                )
+            detail = "wrong current password" if kind == "signin_failed" else ""
+            events.note(session, user_id=user_id, kind=kind, client=client, detail=detail)
 
     async def check_current_password(
         self, user: User, candidate: str | None, client: Client

@@ -540,18 +540,8 @@ class Activity:
 
     def _note(self, user_id: int, kind: EventKind, client: Client) -> None:
         with self.db.writing() as session:
-            if _lock_user(session, user_id, exclusive=False) is None:
-                return  # deleted meanwhile: there is no history left to add to
-            if kind == "throttled":
-                events.record_throttled(session, user_id=user_id, client=client)
-            else:
-                events.record(
-                    session,
-                    user_id=user_id,
-                    kind=kind,
-                    client=client,
-                    detail="wrong password to delete the account",
-                )
+            detail = "wrong password to delete the account" if kind == "signin_failed" else ""
+            events.note(session, user_id=user_id, kind=kind, client=client, detail=detail)
 
     def _delete(
         self,

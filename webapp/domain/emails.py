@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlmodel import Session, col, delete, select, update
+from sqlmodel import Session, col, select, update
 
 from webapp.db import Database
 from webapp.domain import events, passwords, sessions, throttle
 from webapp.domain.devices import describe
 from webapp.domain.errors import InvalidInput, InvalidLink, Throttled
 from webapp.domain.outbox import TOKEN_MARK, Mailer, link_token, new_nonce, token_hash
-from webapp.domain.throttle import HOUR, Limit, Throttle
+from webapp.domain.throttle import Limit, Throttle
 from webapp.domain.validation import check_new_password, clean_email, email_key
 from webapp.models import Client, EmailToken, User, UserSession, utcnow
 from webapp.settings import Settings
@@ -351,12 +351,6 @@ class Emails:
         ).first()
         if seen is None:
             self.notify(session, user, "new_browser", client=client)
-
-    def expired_cleanup(self, session: Session, now: datetime) -> None:
-        session.exec(delete(EmailToken).where(col(EmailToken.expires_at) < now - HOUR_DELTA))
-
-
-HOUR_DELTA = timedelta(seconds=HOUR)
 
 
 def _aware(when: datetime) -> datetime:

@@ -68,6 +68,24 @@ def account_exists(session: Session, user_id: int) -> bool:
     return found is not None
 
 
+def note(
+    session: Session,
+    *,
+    user_id: int,
+    kind: EventKind,
+    client: Client,
+    detail: str = "",
+) -> None:
+    """A failure or throttling event written on its own (no other change goes with it):
+    nothing if the account was deleted meanwhile, one "throttled" per quarter hour."""
+    if not account_exists(session, user_id):
+        return
+    if kind == "throttled":
+        record_throttled(session, user_id=user_id, client=client)
+    else:
+        record(session, user_id=user_id, kind=kind, client=client, detail=detail)
+
+
 def record_throttled(session: Session, *, user_id: int, client: Client) -> None:
     """One "throttled" event per quarter hour per account, however many attempts."""
     now = utcnow()

@@ -245,12 +245,7 @@ class Sessions:
 
     def _note(self, user_id: int, kind: EventKind, client: Client) -> None:
         with self.db.writing() as session:
-            if not events.account_exists(session, user_id):
-                return
-            if kind == "throttled":
-                events.record_throttled(session, user_id=user_id, client=client)
-            else:
-                events.record(session, user_id=user_id, kind=kind, client=client)
+            events.note(session, user_id=user_id, kind=kind, client=client)
 
     def _refuse_unconfirmed(self, user: User, reservation: Reservation) -> None:
         with self.db.writing() as session:

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from webapp.domain.emails import Purpose
 from webapp.domain.errors import DomainError, InvalidInput, InvalidLink
-from webapp.web.auth import end_session, require_user, requires_user, signed_in_user
+from webapp.web.auth import end_session, require_user, requires_user
 from webapp.web.browser import browser_state
 from webapp.web.errors import error_response, failure
 from webapp.web.forms import form_fields
@@ -41,14 +41,29 @@ def _token(request: Request) -> str:
     return token
 
 
+async def _link_page(request: Request, purpose: Purpose, template: str) -> Response:
+    """What a GET on a link shows: one button (the GET itself changes nothing)."""
+    try:
+        found = await services(request).emails.check(_token(request), purpose)
+    except InvalidLink:
+        return _invalid_link(request, purpose)
+    context = {"token": _token(request), "email": found.email, "username": found.username}
+    return render_page(request, template, context)
+
+
+def _to_sign_in(request: Request, message: str) -> Response:
+    """Every session of the account has ended: this browser's cookies go too."""
+    response = see_other(request, "/login")
+    end_session(response, request)
+    state = browser_state(request)
+    state.renew_id()
+    state.add_flash("success", message)
+    return response
+
+
 class VerifyLink(HTTPEndpoint):
     async def get(self, request: Request) -> Response:
-        try:
-            found = await services(request).emails.check(_token(request), "verify")
-        except InvalidLink:
-            return _invalid_link(request, "verify")
-        context = {"token": _token(request), "email": found.email, "username": found.username}
-        return render_page(request, "verify_email.html", context)
+        return await _link_page(request, "verify", "verify_email.html")
 
     async def post(self, request: Request) -> Response:
         try:
@@ -145,35 +160,19 @@ class PasswordResetLink(HTTPEndpoint):
         except InvalidInput as exc:
             found = await emails.check(_token(request), "reset")
             return self._form(request, found.username, FormState({}, exc.errors), status=422)
-        response = see_other(request, "/login")
-        if signed_in_user(request) is not None:
-            end_session(response, request)
-        state = browser_state(request)
-        state.renew_id()
-        state.add_flash("success", PASSWORD_SET)
-        return response
+        return _to_sign_in(request, PASSWORD_SET)
 
 
 class EmailRevertLink(HTTPEndpoint):
     async def get(self, request: Request) -> Response:
-        try:
-            found = await services(request).emails.check(_token(request), "revert")
-        except InvalidLink:
-            return _invalid_link(request, "revert")
-        context = {"token": _token(request), "email": found.email, "username": found.username}
-        return render_page(request, "email_revert.html", context)
+        return await _link_page(request, "revert", "email_revert.html")
 
     async def post(self, request: Request) -> Response:
         try:
             await services(request).emails.revert(_token(request), client_of(request))
         except InvalidLink:
             return _invalid_link(request, "revert")
-        response = see_other(request, "/login")
-        end_session(response, request)
-        state = browser_state(request)
-        state.renew_id()
-        state.add_flash("success", REVERTED)
-        return response
+        return _to_sign_in(request, REVERTED)
 
 
 routes = [
