@@ -23,6 +23,7 @@ TABLES = (
     "email_tokens",
     "outbox",
     "security_events",
+    "passkey_challenges",
     "users",
 )
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')

@@ -91,13 +91,13 @@ def test_the_check_notices_a_new_column_and_a_new_table():
     metadata = MetaData()
     for table in SQLModel.metadata.tables.values():
         table.to_metadata(metadata)
-    Table("passkeys", metadata, Column("id", Integer, primary_key=True))
+    Table("gadgets", metadata, Column("id", Integer, primary_key=True))
     users = metadata.tables["users"]
     users.append_column(Column("shoe_size", Integer))
     assert uncovered(metadata) == [
         "users.shoe_size: neither exported nor withheld",
-        "passkeys.id: neither exported nor withheld",
-        "passkeys: no section of the export holds it",
+        "gadgets.id: neither exported nor withheld",
+        "gadgets: no section of the export holds it",
     ]
 
 
@@ -182,8 +182,8 @@ def test_it_is_a_versioned_json_download_of_the_account(alice, app):
 
 
 def add_two_factor(app: Starlette, owner: int) -> None:
-    """Two-factor sign-in on, with two recovery codes and a sign-in waiting for its code,
-    written directly: every value that must never be exported is recognisable."""
+    """Two-factor sign-in on, with two recovery codes, a sign-in waiting for its code and a
+    passkey, written directly: every value that must never be exported is recognisable."""
     now = utcnow()
     with app.state.services.db.engine.begin() as connection:
         connection.execute(
@@ -211,6 +211,15 @@ def add_two_factor(app: Starlette, owner: int) -> None:
             ),
             {"owner": owner, "no": False, "now": now, "later": now + timedelta(minutes=5)},
         )
+        connection.execute(
+            text(
+                "INSERT INTO passkeys (user_id, credential_id, public_key, sign_count, "
+                "transports, user_handle, name, backed_up, created_at) VALUES (:owner, "
+                "'SECRET-CREDENTIAL-ID', 'SECRET-PUBLIC-KEY', 7, 'internal', "
+                "'SECRET-USER-HANDLE', 'Work laptop', :yes, :now)"
+            ),
+            {"owner": owner, "yes": True, "now": now},
+        )
 
 
 def _at(document: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -233,6 +242,12 @@ def test_each_section_has_exactly_the_keys_the_policy_names(alice, app):
             assert set(entry) == expected, path
     assert document["two_factor"]["pending_sign_ins"][0]["failures"] == 2
     assert [code["used_at"] for code in document["two_factor"]["recovery_codes"]] == [None, None]
+    [passkey] = document["two_factor"]["passkeys"]
+    assert (passkey["name"], passkey["synced"], passkey["transports"]) == (
+        "Work laptop",
+        True,
+        "internal",
+    )
 
 
 def _secrets(app: Starlette) -> list[str]:
@@ -252,6 +267,9 @@ def _secrets(app: Starlette) -> list[str]:
         "SELECT code_hash FROM recovery_codes",
         "SELECT token_hash FROM signin_challenges",
         "SELECT browser_hash FROM signin_challenges",
+        "SELECT credential_id FROM passkeys",
+        "SELECT public_key FROM passkeys",
+        "SELECT user_handle FROM passkeys",
     ):
         found += [value for (value,) in rows(app, sql) if value]
     return [str(value) for value in found]
@@ -272,14 +290,14 @@ def test_it_holds_no_hash_token_secret_or_nonce(app):
     add_two_factor(app, owner)
     hidden = _secrets(app)
     assert len(hidden) >= 15
-    assert sum("SECRET-" in value for value in hidden) == 6
+    assert sum("SECRET-" in value for value in hidden) == 9
     assert any(value.startswith("$2b$") for value in hidden)
     body = export(browser).text
     for value in hidden:
         assert value not in body
     # Nor the names of such columns.
     assert "SECRET" not in body
-    for field in ("hash", "nonce", "secret", "last_step"):
+    for field in ("hash", "nonce", "secret", "last_step", "public_key", "credential_id"):
         assert field not in body
     # The JWTs and the remember tokens the browsers hold are not in it either.
     for jar in (browser.cookies, other.cookies):

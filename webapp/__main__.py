@@ -314,8 +314,9 @@ def _events(settings: Settings, args: argparse.Namespace) -> int:
 
 def _disable_two_factor(settings: Settings, args: argparse.Namespace) -> int:
     """`disable-two-factor USERNAME --yes`: for a user who lost both the authenticator and
-    the recovery codes, once an operator has checked who is asking (out of band). Writes
-    a totp_disabled event and e-mails the account's address."""
+    the recovery codes, once an operator has checked who is asking (out of band). Turns
+    the authenticator app off and removes every passkey; writes totp_disabled and
+    passkey_removed events and e-mails the account's address."""
     from sqlalchemy.exc import DBAPIError
 
     from webapp.app import build_services
@@ -336,15 +337,20 @@ def _disable_two_factor(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         operator = Client(address="operator", user_agent="python -m webapp disable-two-factor")
         was_on = asyncio.run(services.twofactor.disable(account.id, operator))
+        # A passkey signs in on its own, and the lost phone may hold one.
+        passkeys = asyncio.run(services.passkeys.remove_all(account.id, operator))
     except DBAPIError as exc:
         return _database_unusable(exc)
     finally:
         services.db.dispose()
-    if not was_on:
-        print(f"{account.username} has no two-factor sign-in to turn off")
+    if not was_on and not passkeys:
+        print(f"{account.username} has no two-factor sign-in and no passkey to turn off")
         return 0
+    done = ["turned two-factor sign-in off"] if was_on else []
+    if passkeys:
+        done.append(f"removed {passkeys} passkey{'' if passkeys == 1 else 's'}")
     print(
-        f"turned two-factor sign-in off for {account.username}; "
+        f"{' and '.join(done)} for {account.username}; "
         f"a notice to {account.email} waits in the outbox"
     )
     return 0
@@ -435,7 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     events.set_defaults(run=_events)
     disable_two_factor = commands.add_parser(
         "disable-two-factor",
-        help="turn a user's two-factor sign-in off after an out-of-band check (needs --yes)",
+        help=(
+            "turn a user's two-factor sign-in off and remove their passkeys, after an "
+            "out-of-band check (needs --yes)"
+        ),
     )
     disable_two_factor.add_argument("username")
     disable_two_factor.add_argument("--yes", action="store_true", help="really turn it off")

@@ -19,6 +19,7 @@ from webapp.domain.accounts import Accounts
 from webapp.domain.activity import Activity, Housekeeping
 from webapp.domain.emails import Emails
 from webapp.domain.outbox import Mailer
+from webapp.domain.passkeys import PasskeyService, RelyingParty
 from webapp.domain.sessions import Sessions
 from webapp.domain.throttle import Throttle
 from webapp.domain.twofactor import TwoFactorService
@@ -31,7 +32,16 @@ from webapp.web.browser import BrowserCookieMiddleware
 from webapp.web.csrf import CSRFMiddleware
 from webapp.web.middleware import SecurityHeadersMiddleware, TrustedProxyMiddleware
 from webapp.web.rendering import create_templates
-from webapp.web.routes import account, activity, email, pages, profile, security, sessions
+from webapp.web.routes import (
+    account,
+    activity,
+    email,
+    pages,
+    passkeys,
+    profile,
+    security,
+    sessions,
+)
 from webapp.web.services import Services
 from webapp.web.tokens import TokenIssuer, derive_key
 
@@ -91,6 +101,16 @@ def build_services(settings: Settings) -> Services:
             emails,
             sessions_,
             key=derive_key(secret=settings.secret_key, purpose="totp"),
+        ),
+        # WebAuthn challenges are signed with a key of their own (see passkeys.py).
+        passkeys=PasskeyService(
+            db,
+            limits,
+            emails,
+            sessions_,
+            key=derive_key(secret=settings.secret_key, purpose="webauthn-challenge"),
+            relying_party=RelyingParty.from_public_url(settings.public_url),
+            require_confirmed_email=settings.email_verification == "required",
         ),
     )
 
@@ -154,6 +174,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *account.routes,
             *activity.routes,
             *security.routes,
+            *passkeys.routes,
             Mount("/static", app=app_services.assets, name="static"),
         ],
         middleware=[

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Index, Text
+from sqlalchemy import BigInteger, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 # Stable constraint names, so migrations can name what they alter on every database.
@@ -245,3 +245,40 @@ class SigninChallenge(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime = Field(index=True)
     failures: int = Field(default=0)
+
+
+class Passkey(SQLModel, table=True):
+    """A WebAuthn credential (a passkey) that signs the account in on its own
+    (webapp/domain/passkeys.py). Binary values are stored base64url-encoded."""
+
+    __tablename__ = "passkeys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    # The authenticator's id for it (at most 1,023 bytes by the spec).
+    credential_id: str = Field(max_length=1400, unique=True)
+    # The COSE public key that checks its signatures.
+    public_key: str = Field(max_length=4000)
+    # The authenticator's use counter (32 bits unsigned); 0 for those that keep none.
+    sign_count: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # Where the browser may find it ("internal,hybrid"…), as the authenticator said.
+    transports: str = Field(default="", max_length=200)
+    # The random account handle given to the authenticator (never the row id or a name).
+    user_handle: str = Field(max_length=100)
+    name: str = Field(max_length=64)
+    # Whether the authenticator syncs it to the owner's other devices (a "synced passkey").
+    backed_up: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+
+
+class SpentPasskeyChallenge(SQLModel, table=True):
+    """A WebAuthn challenge that has been answered once: it is not accepted again.
+    Challenges are signed, not stored, when handed out; a row lives until it would have
+    expired anyway."""
+
+    __tablename__ = "passkey_challenges"
+
+    id: int | None = Field(default=None, primary_key=True)
+    challenge_hash: str = Field(max_length=64, unique=True)
+    expires_at: datetime = Field(index=True)

@@ -96,6 +96,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "two_factor": ("two_factor", "authenticator"),
     "recovery_codes": ("two_factor", "recovery_codes"),
     "signin_challenges": ("two_factor", "pending_sign_ins"),
+    "passkeys": ("two_factor", "passkeys"),
 }
 SINGLE_ROW = frozenset({"users", "two_factor"})
 # Table → {column: its key in the export}.
@@ -147,6 +148,14 @@ EXPORTED: dict[str, dict[str, str]] = {
         "expires_at": "expires_at",
         "failures": "failures",
         "remember": "remember",
+    },
+    "passkeys": {
+        "id": "id",
+        "name": "name",
+        "created_at": "created_at",
+        "last_used_at": "last_used_at",
+        "transports": "transports",
+        "backed_up": "synced",
     },
 }
 _YOURS = "the account's own id: the whole export is about it"
@@ -205,6 +214,13 @@ WITHHELD: dict[str, dict[str, str]] = {
         "browser_hash": "secret: the hash of the browser's identity",
         "credential_version": "an internal counter that ends old sessions at a new password",
     },
+    "passkeys": {
+        "user_id": _YOURS,
+        "credential_id": "the authenticator's own name for the passkey, of use to nobody else",
+        "public_key": "the key that checks the passkey's signatures, of use to nobody else",
+        "sign_count": "an internal counter: how often the authenticator says it was used",
+        "user_handle": "a random id the authenticator keeps for the account, of use to nobody else",
+    },
 }
 # Tables with no row that belongs to an account, and why.
 NOT_ABOUT_AN_ACCOUNT: dict[str, str] = {
@@ -213,6 +229,10 @@ NOT_ABOUT_AN_ACCOUNT: dict[str, str] = {
         "name or a client address; each failed sign-in is an event in `events`"
     ),
     "health_probe": "always empty: the health check writes a row and deletes it",
+    "passkey_challenges": (
+        "hashes of passkey challenges already answered, kept until they expire (5 minutes) "
+        "so none is accepted twice; they name no account"
+    ),
 }
 # Keys added beside the columns: what the User-Agent says, for people.
 DERIVED: dict[str, tuple[str, ...]] = {
@@ -463,8 +483,6 @@ class Activity:
         if document["user"] is None:
             raise AccountGone
         document["two_factor"]["enabled"] = secret is not None
-        # No passkeys are stored yet; the key is where their names will be.
-        document["two_factor"]["passkeys"] = []
         return document
 
     @staticmethod

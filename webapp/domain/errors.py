@@ -75,3 +75,9 @@ class SessionNotFound(DomainError):
     """The id names no live session of this user (another user's id included)."""
 
     code = "session_not_found"
+
+
+class PasskeyNotFound(DomainError):
+    """The id names no passkey of this account (another account's included)."""
+
+    code = "passkey_not_found"

@@ -229,7 +229,7 @@ class Sessions:
         with self.db.reading() as session:
             return user_id is not None and twofactor.enabled_in(session, user_id)
 
-    async def open_after_second_factor(
+    async def open_checked(
         self,
         user: User,
         client: Client,
@@ -237,11 +237,15 @@ class Sessions:
         *,
         remember: bool,
         replaces: str | None = None,
+        detail: str = "",
     ) -> NewSession:
-        """The second step of a sign-in passed (twofactor.py): open the session exactly as
-        sign_in does. `user` carries the credential version the password was checked
-        against, so a password changed since then still refuses it."""
-        return await self.db.write(self._open, user, client, None, reservation, remember, replaces)
+        """Open the session for a user whose sign-in another module checked: the second
+        step of a two-factor sign-in (twofactor.py), or a passkey (passkeys.py), which is
+        both factors in one. `user` carries the credential version read when the check
+        began, so a password changed since then still refuses it."""
+        return await self.db.write(
+            self._open, user, client, None, reservation, remember, replaces, detail
+        )
 
     def _note(self, user_id: int, kind: EventKind, client: Client) -> None:
         with self.db.writing() as session:
@@ -276,6 +280,7 @@ class Sessions:
         reservation: Reservation,
         remember: bool,
         replaces: str | None,
+        detail: str = "",
     ) -> NewSession:
         assert user.id is not None
         now = utcnow()
@@ -322,7 +327,9 @@ class Sessions:
                     .values(revoked_at=now)
                 )
             self.emails.on_signin(session, user, client, row.device_hash)
-            events.record(session, user_id=user.id, kind="signin", client=client, now=now)
+            events.record(
+                session, user_id=user.id, kind="signin", client=client, detail=detail, now=now
+            )
             session.add(row)
             if new_hash is not None:
                 session.exec(

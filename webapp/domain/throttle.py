@@ -151,6 +151,12 @@ class Throttle:
             Limit(client_key(client.address), self.settings.throttle_client_limit, window),
         ]
 
+    def passkey_limits(self, client: Client) -> list[Limit]:
+        """A passkey sign-in counts against the client's cap only: a signature cannot be
+        guessed, and an attacker guessing the password must not lock the owner's passkey."""
+        window = self.settings.throttle_window
+        return [Limit(client_key(client.address), self.settings.throttle_client_limit, window)]
+
     def registration_limits(self, client: Client) -> list[Limit]:
         return [
             Limit(f"register:{client_key(client.address)}", self.settings.registration_limit, HOUR)

@@ -461,7 +461,7 @@ class TwoFactorService:
             raise
         if isinstance(passed, WrongCode):
             raise passed
-        return await self.sessions.open_after_second_factor(
+        return await self.sessions.open_checked(
             passed.user,
             client,
             passed.reservation,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from starlette.authentication import (
     AuthCredentials,
@@ -25,12 +25,13 @@ from starlette.authentication import (
 )
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webapp.db import UNAVAILABLE_ERRORS
 from webapp.domain.sessions import LiveSession, NewSession, Sessions
 from webapp.models import Account
+from webapp.web.browser import browser_state
 from webapp.web.cookies import (
     REMEMBER_COOKIE,
     SESSION_COOKIE,
@@ -46,6 +47,7 @@ from webapp.web.tokens import TOKEN_LIFETIME, InvalidToken, TokenClaims, TokenIs
 
 # Seconds: a token older than this is replaced by the next response.
 RENEW_AFTER = 10 * 60
+REAUTH_NEEDED = "Enter your password again to make this change."
 # Where the remember token is never spent: assets load in parallel and need no session.
 NO_RESUME_PREFIX = "/static/"
 
@@ -276,6 +278,12 @@ def requires_recent_authentication(endpoint: Endpoint) -> Endpoint:
             response = Response(status_code=403)
             response.headers["HX-Redirect"] = reauth_url(details.current_path())
             return response
+        if request.headers.get("content-type", "").startswith("application/json"):
+            # A script's fetch() (passkeys.js): it goes where "redirect" says.
+            came_from = urlsplit(request.headers.get("referer", "")).path or None
+            return JSONResponse(
+                {"error": REAUTH_NEEDED, "redirect": reauth_url(came_from)}, status_code=403
+            )
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(reauth_url(target), status_code=303)
 
@@ -319,6 +327,17 @@ def start_new_session(
         now=new.started_at,
         remember=new.remember_token,
     )
+
+
+def complete_sign_in(
+    response: Response, conn: HTTPConnection, tokens: TokenIssuer, new: NewSession, *, how: str = ""
+) -> None:
+    """Every way of signing in ends here: the session's cookies, a new CSRF identity (no
+    token from before the sign-in is accepted after it) and the flash that says who."""
+    start_new_session(response, conn, tokens, new)
+    state = browser_state(conn)
+    state.renew_id()
+    state.add_flash("success", f"Signed in as {new.account.username}{how}.")
 
 
 def end_session(response: Response, conn: HTTPConnection) -> None:

@@ -25,6 +25,7 @@ from webapp.domain.errors import (
     EmailNotVerified,
     InvalidInput,
     InvalidLink,
+    PasskeyNotFound,
     SessionNotFound,
     SigninFailed,
     Taken,
@@ -62,6 +63,7 @@ STATUS: dict[type[DomainError], int] = {
     InvalidLink: 400,
     EmailNotVerified: 403,
     SessionNotFound: 404,
+    PasskeyNotFound: 404,
 }
 
 

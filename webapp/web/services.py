@@ -12,6 +12,7 @@ from webapp.domain.accounts import Accounts
 from webapp.domain.activity import Activity
 from webapp.domain.emails import Emails
 from webapp.domain.outbox import Mailer
+from webapp.domain.passkeys import PasskeyService
 from webapp.domain.sessions import Sessions
 from webapp.domain.twofactor import TwoFactorService
 from webapp.settings import Settings
@@ -36,6 +37,8 @@ class Services:
     activity: Activity
     # Two-factor sign-in: the authenticator app, recovery codes, the second step.
     twofactor: TwoFactorService
+    # Passkeys (WebAuthn): adding and removing them, and signing in with one.
+    passkeys: PasskeyService
 
 
 def services(conn: HTTPConnection) -> Services:

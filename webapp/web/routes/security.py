@@ -3,6 +3,8 @@ second step of a sign-in that needs a code. The rules live in webapp/domain/twof
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -15,11 +17,11 @@ from webapp.domain.twofactor import (
     WrongCode,
 )
 from webapp.web.auth import (
+    complete_sign_in,
     require_user,
     requires_recent_authentication,
     requires_user,
     signed_in_user,
-    start_new_session,
 )
 from webapp.web.browser import Flash, browser_state
 from webapp.web.errors import failure
@@ -39,6 +41,21 @@ TOO_MANY_CODES = "Too many wrong codes. Sign in again with your password."
 # -- the security page ----------------------------------------------------------------------
 
 
+async def page_context(request: Request) -> dict[str, Any]:
+    """What the whole security page shows: the authenticator app's state and the passkeys."""
+    user = require_user(request)
+    app = services(request)
+    return {
+        "status": await app.twofactor.status(user.account.id),
+        "setup": None,
+        "codes": [],
+        "form": FormState(),
+        "passkeys": await app.passkeys.of_account(user.account.id),
+        "passkey_form": FormState(),
+        "rp_is_ip": app.passkeys.rp.host_is_ip,
+    }
+
+
 async def _panel(
     request: Request,
     *,
@@ -49,10 +66,8 @@ async def _panel(
     flashes: list[Flash] | None = None,
 ) -> Response:
     """The two-factor panel (#two-factor) as it is now: the page, or the panel for htmx."""
-    user = require_user(request)
-    status = await services(request).twofactor.status(user.account.id)
     context = {
-        "status": status,
+        **await page_context(request),
         "setup": setup,
         "codes": codes or [],
         "form": form or FormState(),
@@ -216,11 +231,7 @@ async def login_two_factor(request: Request) -> Response:
         response.headers.update(answer.headers)
         return response
     response = see_other(request, next_url)
-    start_new_session(response, request, app.tokens, new_session)
-    state = browser_state(request)
-    # A new CSRF identity at sign-in: no token from before it is accepted after.
-    state.renew_id()
-    state.add_flash("success", f"Signed in as {new_session.account.username}.")
+    complete_sign_in(response, request, app.tokens, new_session)
     return response
 
 

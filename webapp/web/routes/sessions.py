@@ -10,7 +10,7 @@ from starlette.routing import Route
 from webapp.domain.errors import DomainError, InvalidInput
 from webapp.domain.twofactor import SecondFactorRequired
 from webapp.domain.validation import parse_registration, parse_signin
-from webapp.web.auth import end_session, signed_in_user, start_new_session
+from webapp.web.auth import complete_sign_in, end_session, signed_in_user
 from webapp.web.browser import browser_state
 from webapp.web.errors import failure
 from webapp.web.forms import form_fields
@@ -129,11 +129,7 @@ class Login(HTTPEndpoint):
             response.headers.update(answer.headers)
             return response
         response = see_other(request, next_url)
-        start_new_session(response, request, app.tokens, new_session)
-        state = browser_state(request)
-        # A new CSRF identity at sign-in: no token from before it is accepted after.
-        state.renew_id()
-        state.add_flash("success", f"Signed in as {new_session.account.username}.")
+        complete_sign_in(response, request, app.tokens, new_session)
         return response
 
 
