@@ -371,6 +371,14 @@ def test_adding_a_passkey_needs_recent_authentication(app, client, device, clock
     assert response.status_code == 403
     assert response.json()["redirect"] == "/reauth?next=/security"
     assert post_json(client, "/security/passkeys", {"credential": {}}, token).status_code == 403
+    # Renaming and removing ask for the password again too (htmx: 403 + HX-Redirect).
+    headers = {**HTMX, "X-CSRF-Token": token, "HX-Current-URL": "http://testserver/security"}
+    for answer in (
+        client.patch("/security/passkeys/1", data={"name": "x"}, headers=headers),
+        client.delete("/security/passkeys/1", headers=headers),
+    ):
+        assert answer.status_code == 403
+        assert answer.headers["hx-redirect"] == "/reauth?next=/security"
 
 
 def test_the_json_endpoints_take_json_with_the_csrf_header(client, clock):
@@ -429,6 +437,7 @@ def test_a_passkey_can_be_renamed(client, device, clock):
     )
     assert response.status_code == 200
     assert 'value="Old phone"' in response.text
+    assert _events(client.app, "passkey_renamed", "from My phone to Old phone") == 1
     empty = client.patch(
         f"/security/passkeys/{key}", data={"name": " "}, headers={**HTMX, "X-CSRF-Token": token}
     )

@@ -471,15 +471,24 @@ class PasskeyService:
 
     # -- naming and removing -------------------------------------------------------------
 
-    async def rename(self, user_id: int, passkey_id: int, name: str) -> PasskeyView:
-        return await self.db.write(self._rename, user_id, passkey_id, name)
+    async def rename(self, user_id: int, passkey_id: int, name: str, client: Client) -> PasskeyView:
+        return await self.db.write(self._rename, user_id, passkey_id, name, client)
 
-    def _rename(self, user_id: int, passkey_id: int, name: str) -> PasskeyView:
+    def _rename(self, user_id: int, passkey_id: int, name: str, client: Client) -> PasskeyView:
+        cleaned = clean_name(name)
         with self.db.writing() as session:
             row = self._own(session, user_id, passkey_id)
-            row.name = clean_name(name)
-            session.add(row)
-            session.flush()
+            if row.name != cleaned:
+                events.record(
+                    session,
+                    user_id=user_id,
+                    kind="passkey_renamed",
+                    client=client,
+                    detail=f"from {row.name} to {cleaned}",
+                )
+                row.name = cleaned
+                session.add(row)
+                session.flush()
             return _view(row)
 
     async def remove(self, user_id: int, passkey_id: int, client: Client) -> str:

@@ -18,7 +18,6 @@ from webapp.web.auth import (
     complete_sign_in,
     require_user,
     requires_recent_authentication,
-    requires_user,
     signed_in_user,
 )
 from webapp.web.browser import Flash, browser_state
@@ -150,14 +149,14 @@ async def remove_passkey(request: Request) -> Response:
     return await _panel(request, flashes=[flash("success", f"Passkey “{name}” removed.")])
 
 
-@requires_user
+@requires_recent_authentication
 async def rename_passkey(request: Request) -> Response:
     """PATCH /security/passkeys/{id} with `name`."""
     user = require_user(request)
     name = form_fields(request).get("name", "")
     try:
         renamed = await services(request).passkeys.rename(
-            user.account.id, _passkey_id(request), name
+            user.account.id, _passkey_id(request), name, client_of(request)
         )
     except PasskeyNotFound:
         return await _panel(request, status_code=404, flashes=[flash("error", NOT_FOUND)])
