@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import LiveServer, Tab, create_account, serving
+from tests.browser.test_screenshots import screenshot
 from tests.helpers import PASSWORD, make_settings
 from tests.test_two_factor import Clock
 from webapp.app import create_app
@@ -86,6 +87,7 @@ def test_add_a_passkey_sign_out_and_sign_in_with_it(open_tab):
     expect(tab.page.locator("#flash")).to_contain_text("Passkey “Test laptop” added")
     tab.assert_same_document()
     tab.check_axe("security page, one passkey")
+    screenshot(tab, "security-passkey")
     [credential] = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})[
         "credentials"
     ]
@@ -150,6 +152,7 @@ def test_turn_on_the_authenticator_app_and_sign_in_with_a_code(open_tab):
     tab.page.fill("#totp-code", clock.code(secret))
     tab.submit("#totp-confirm-form", "/security/totp/confirm")
     expect(tab.page.locator("#recovery-codes li")).to_have_count(10)
+    screenshot(tab, "security-recovery-codes")
     expect(tab.page.locator(".totp-status")).to_contain_text("On")
     tab.assert_same_document()
     tab.check_axe("recovery codes shown once")
