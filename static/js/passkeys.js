@@ -215,7 +215,8 @@
         return navigator.credentials.get({ publicKey: requestOptions(options) });
       })
       .then(function (credential) {
-        return postJSON("/login/passkey", {
+        // Signing in (the login page), or confirming who you are (/reauth).
+        return postJSON(container.getAttribute("data-action") || "/login/passkey", {
           credential: credentialJSON(credential),
           next: container.getAttribute("data-next") || "/",
           remember: Boolean(remember && remember.checked),
@@ -260,7 +261,8 @@
   });
 
   document.addEventListener("click", function (event) {
-    var button = event.target instanceof Element ? event.target.closest("#passkey-signin-button") : null;
+    var target = event.target instanceof Element ? event.target : null;
+    var button = target ? target.closest("[data-passkey-signin] button") : null;
     if (button) {
       signIn(button.closest("[data-passkey-signin]"));
     }

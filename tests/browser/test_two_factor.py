@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -104,6 +105,20 @@ def test_add_a_passkey_sign_out_and_sign_in_with_it(open_tab):
     expect(tab.page.locator("#flash")).to_contain_text("Signed in as alice with a passkey.")
     events = tab.server.rows("SELECT detail FROM security_events WHERE kind = 'signin'")
     assert ("with a passkey",) in events
+
+    # Ten minutes later the security page asks who this is again; the passkey answers.
+    tab.server.execute(
+        "UPDATE user_sessions SET authenticated_at = :moment",
+        moment=datetime.now(UTC) - timedelta(minutes=11),
+    )
+    tab.goto("/security")
+    tab.expect_statuses(403)
+    with tab.page.expect_navigation(url=tab.url("/reauth?next=/security")):
+        tab.page.locator("#passkey-add-form button[type=submit]").click()
+    expect(tab.page.locator("#passkey-reauth-button")).to_be_visible()
+    tab.check_axe("reauth with a passkey offered")
+    with tab.page.expect_navigation(url=tab.url("/security")):
+        tab.page.locator("#passkey-reauth-button").click()
 
     # Removed, it no longer signs in: the browser offers it, the site refuses it.
     tab.goto("/security")

@@ -80,7 +80,6 @@ DESCRIPTIONS: dict[str, str] = {
     "recovery_codes_renewed": "New recovery codes made",
     "passkey_added": "Passkey added",
     "passkey_removed": "Passkey removed",
-    "passkey_renamed": "Passkey renamed",
 }
 
 

@@ -32,7 +32,6 @@ EventKind = Literal[
     "recovery_codes_renewed",
     "passkey_added",
     "passkey_removed",
-    "passkey_renamed",
 ]
 # A burst of throttled attempts is one event per this many seconds, not one per attempt.
 THROTTLED_QUIET = 15 * 60

@@ -471,24 +471,17 @@ class PasskeyService:
 
     # -- naming and removing -------------------------------------------------------------
 
-    async def rename(self, user_id: int, passkey_id: int, name: str, client: Client) -> PasskeyView:
-        return await self.db.write(self._rename, user_id, passkey_id, name, client)
+    async def rename(self, user_id: int, passkey_id: int, name: str) -> PasskeyView:
+        """A new name for one of the account's passkeys. A name is a label for its owner,
+        not a security change: no event (the contract names no kind for it), no notice."""
+        return await self.db.write(self._rename, user_id, passkey_id, clean_name(name))
 
-    def _rename(self, user_id: int, passkey_id: int, name: str, client: Client) -> PasskeyView:
-        cleaned = clean_name(name)
+    def _rename(self, user_id: int, passkey_id: int, name: str) -> PasskeyView:
         with self.db.writing() as session:
             row = self._own(session, user_id, passkey_id)
-            if row.name != cleaned:
-                events.record(
-                    session,
-                    user_id=user_id,
-                    kind="passkey_renamed",
-                    client=client,
-                    detail=f"from {row.name} to {cleaned}",
-                )
-                row.name = cleaned
-                session.add(row)
-                session.flush()
+            row.name = name
+            session.add(row)
+            session.flush()
             return _view(row)
 
     async def remove(self, user_id: int, passkey_id: int, client: Client) -> str:
@@ -586,12 +579,35 @@ class PasskeyService:
             detail="with a passkey",
         )
 
+    async def reauthenticate(
+        self,
+        credential: dict[str, Any],
+        *,
+        user_id: int,
+        session_id: str,
+        browser: str,
+        client: Client,
+    ) -> None:
+        """A passkey of this account entered again in this session ("recent
+        authentication", as /reauth's password does). Raises PasskeyRejected (counted as a
+        failed sign-in), Throttled, or AccountGone when the session has ended."""
+        limits = self.throttle.passkey_limits(client)
+        outcome = await self.db.write(
+            self._check_assertion, credential, browser, limits, client, user_id
+        )
+        if isinstance(outcome, PasskeyRejected):
+            raise outcome
+        if isinstance(outcome, _Accepted):
+            await self.throttle.release(outcome.reservation)
+        await self.sessions.confirm_authentication(session_id, user_id)
+
     def _check_assertion(
         self,
         credential: dict[str, Any],
         browser: str,
         limits: list[throttle.Limit],
         client: Client,
+        only_user: int | None = None,
     ) -> _Accepted | PasskeyRejected | EmailNotVerified:
         """One transaction: count the attempt, spend the challenge, check the assertion
         against the locked credential and move its sign count on. A rejection is returned,
@@ -620,6 +636,9 @@ class PasskeyService:
                 return PasskeyRejected("unknown credential")
             if not self._handle_matches(credential, row):
                 return self._refuse(session, row, client, "a passkey of another account")
+            if only_user is not None and row.user_id != only_user:
+                # Another account's passkey cannot confirm this one's session.
+                return PasskeyRejected("a passkey of another account")
             try:
                 verified = verify_authentication_response(
                     credential=credential,
@@ -647,7 +666,7 @@ class PasskeyService:
             row.backed_up = verified.credential_backed_up
             row.last_used_at = now
             session.add(row)
-            if self.require_confirmed_email and user.email_verified_at is None:
+            if only_user is None and self.require_confirmed_email and not user.email_verified_at:
                 throttle.release_in(session, reservation)
                 self.emails.send_verification_for_signin(session, user)
                 return EmailNotVerified()

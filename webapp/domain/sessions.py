@@ -627,6 +627,11 @@ class Sessions:
             raise InvalidInput({"password": PASSWORD_WRONG}) from None
         await self.db.write(self._authenticated, session_id, user_id)
 
+    async def confirm_authentication(self, session_id: str, user_id: int) -> None:
+        """Another check of who this is passed (a passkey): authenticated_at becomes now.
+        Raises AccountGone when the session has ended meanwhile."""
+        await self.db.write(self._authenticated, session_id, user_id)
+
     def _user(self, user_id: int) -> User | None:
         with self.db.reading() as session:
             return session.get(User, user_id)

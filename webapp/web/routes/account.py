@@ -112,11 +112,12 @@ def _reauth_form(
     form: FormState | None = None,
     status_code: int = 200,
     message: str | None = None,
+    has_passkeys: bool = False,
 ) -> Response:
     return render_page(
         request,
         "reauth.html",
-        {"form": form or FormState(), "next": next_url},
+        {"form": form or FormState(), "next": next_url, "has_passkeys": has_passkeys},
         status_code=status_code,
         partial="partials/reauth_form.html",
         flashes=[flash("error", message)] if message else None,
@@ -128,7 +129,10 @@ async def reauth(request: Request) -> Response:
     """GET: the password form; POST: check it, then on to a safe `next` (303)."""
     user = require_user(request)
     if request.method != "POST":
-        return _reauth_form(request, safe_next(request.query_params.get("next")))
+        # "Confirm with a passkey" (POST /reauth/passkey) is offered to those who have one.
+        passkeys = await services(request).passkeys.of_account(user.account.id)
+        next_url = safe_next(request.query_params.get("next"))
+        return _reauth_form(request, next_url, has_passkeys=bool(passkeys))
     fields = form_fields(request)
     app = services(request)
     next_url = safe_next(fields.get("next"))

@@ -12,12 +12,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from webapp.domain.errors import DomainError, InvalidInput, PasskeyNotFound, Throttled
+from webapp.domain.errors import (
+    AccountGone,
+    DomainError,
+    InvalidInput,
+    PasskeyNotFound,
+)
 from webapp.domain.passkeys import PasskeyRejected
 from webapp.web.auth import (
+    NotSignedIn,
     complete_sign_in,
     require_user,
     requires_recent_authentication,
+    requires_user,
     signed_in_user,
 )
 from webapp.web.browser import Flash, browser_state
@@ -51,6 +58,18 @@ def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise HTTPException(400, NOT_JSON)
     return value
+
+
+def _refused(exc: DomainError) -> JSONResponse:
+    """A refused passkey as JSON for passkeys.js: {"error": words for people}."""
+    if isinstance(exc, PasskeyRejected):
+        return JSONResponse({"error": NOT_ACCEPTED}, status_code=401, headers=NO_STORE)
+    answer = failure(exc)
+    return JSONResponse(
+        {"error": answer.message or NOT_ACCEPTED},
+        status_code=answer.status_code,
+        headers={**NO_STORE, **answer.headers},
+    )
 
 
 def _passkey_id(request: Request) -> int:
@@ -156,7 +175,7 @@ async def rename_passkey(request: Request) -> Response:
     name = form_fields(request).get("name", "")
     try:
         renamed = await services(request).passkeys.rename(
-            user.account.id, _passkey_id(request), name, client_of(request)
+            user.account.id, _passkey_id(request), name
         )
     except PasskeyNotFound:
         return await _panel(request, status_code=404, flashes=[flash("error", NOT_FOUND)])
@@ -197,18 +216,35 @@ async def signin(request: Request) -> Response:
             # Signing in ends the session this browser had, whoever it belonged to.
             replaces=previous.session_id if previous else None,
         )
-    except PasskeyRejected:
-        return JSONResponse({"error": NOT_ACCEPTED}, status_code=401, headers=NO_STORE)
-    except (Throttled, DomainError) as exc:
-        answer = failure(exc)
-        return JSONResponse(
-            {"error": answer.message or NOT_ACCEPTED},
-            status_code=answer.status_code,
-            headers={**NO_STORE, **answer.headers},
-        )
+    except DomainError as exc:
+        return _refused(exc)
     response = JSONResponse({"redirect": next_url}, headers=NO_STORE)
     complete_sign_in(response, request, app.tokens, new_session, how=" with a passkey")
     return response
+
+
+@accepts_json
+@requires_user
+async def reauthenticate(request: Request) -> Response:
+    """POST /reauth/passkey: one of this account's passkeys instead of the password on
+    /reauth; 200 {"redirect": next}. Another account's passkey is refused (401)."""
+    user = require_user(request)
+    body = _json_object(request)
+    next_value = body.get("next")
+    next_url = safe_next(next_value if isinstance(next_value, str) else None)
+    try:
+        await services(request).passkeys.reauthenticate(
+            _credential(body),
+            user_id=user.account.id,
+            session_id=user.session_id,
+            browser=browser_state(request).ensure_id(),
+            client=client_of(request),
+        )
+    except AccountGone:
+        raise NotSignedIn from None
+    except DomainError as exc:
+        return _refused(exc)
+    return JSONResponse({"redirect": next_url}, headers=NO_STORE)
 
 
 routes: list[BaseRoute] = [
@@ -218,4 +254,5 @@ routes: list[BaseRoute] = [
     Route("/security/passkeys/{passkey_id:int}", rename_passkey, methods=["PATCH"]),
     Route("/login/passkey/options", signin_options, methods=["POST"]),
     Route("/login/passkey", signin, methods=["POST"]),
+    Route("/reauth/passkey", reauthenticate, methods=["POST"]),
 ]
