@@ -603,6 +603,11 @@ def test_a_sign_count_going_backwards_is_refused_as_a_possible_clone(alice, devi
     assert _signed_in_as(alice) is None
     detail = "passkey sign count went backwards: it may have been copied"
     assert _events(alice.app, "signin_failed", detail) == 1
+    # The owner sees it in the activity history, for what it is.
+    login(alice)
+    history = alice.get("/activity").text
+    assert "Sign-in refused" in history
+    assert detail in history
 
 
 def test_another_accounts_credential_is_refused(app, alice, device, clock):

@@ -83,6 +83,14 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+def describe_event(kind: str, detail: str) -> str:
+    """What an event says to people. A failed sign-in that was not a wrong password (a
+    wrong two-factor code, a refused passkey) says so; its detail says which."""
+    if kind == "signin_failed" and detail and "password" not in detail:
+        return "Sign-in refused"
+    return DESCRIPTIONS.get(kind, kind)
+
+
 # -- what the export holds ----------------------------------------------------------------
 
 # Table → where its rows go in the export (a path of keys). A table in SINGLE_ROW has at
@@ -338,7 +346,7 @@ def _events_of(
             EventView(
                 id=event_id,
                 kind=kind,
-                description=DESCRIPTIONS.get(kind, kind),
+                description=describe_event(kind, detail),
                 created_at=_aware(created_at),
                 browser=device.browser,
                 system=device.system,
