@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from tests.helpers import (
     PASSWORD,
     TABLES,
+    at_once,
     csrf_token,
     csrf_token_in,
     login,
@@ -331,3 +332,40 @@ def test_a_new_browser_brings_a_notice_and_a_known_one_does_not(mail):
     login(browser)
     mail.inbox.wait_for(2)
     assert len([m for m in mail.inbox.messages if "New sign-in" in str(m["Subject"])]) == 1
+
+
+def test_thirty_uses_of_one_reset_link_at_once_set_one_password(mail):
+    register(mail.client)
+    _reset_page(mail.browser(), "alice@example.com")
+    mail.wait(2)
+    path = mail.link("alice@example.com", "/password-reset/")
+    browser = mail.browser()
+    token = csrf_token_in(browser.get(path).text)
+    passwords = [f"{NEW_PASSWORD} number {n}" for n in range(30)]
+
+    def use(n: int) -> int:
+        fields = {"password": passwords[n], "confirm_password": passwords[n], "csrf_token": token}
+        return int(browser.post(path, data=fields).status_code)
+
+    statuses = at_once(30, use)
+    assert sorted(statuses) == [303] + [400] * 29
+    assert rows(mail.app, "SELECT COUNT(*) FROM security_events WHERE kind = 'password_reset'") == [
+        (1,)
+    ]
+    winner = passwords[statuses.index(303)]
+    assert login(mail.browser(), "alice", winner).status_code == 303
+    loser = passwords[(statuses.index(303) + 1) % 30]
+    assert login(mail.browser(), "alice", loser).status_code == 401
+
+
+def test_thirty_uses_of_one_confirmation_link_at_once_confirm_once(mail):
+    register(mail.client)
+    mail.wait(1)
+    path = mail.link("alice@example.com", "/verify-email/")
+    browser = mail.browser()
+    token = csrf_token_in(browser.get(path).text)
+    statuses = at_once(30, lambda _: browser.post(path, data={"csrf_token": token}).status_code)
+    assert sorted(statuses) == [303] + [400] * 29
+    assert rows(mail.app, "SELECT COUNT(*) FROM security_events WHERE kind = 'email_verified'") == [
+        (1,)
+    ]
