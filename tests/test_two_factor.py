@@ -8,9 +8,11 @@ depends on where in a 30-second step the wall clock happens to be.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from datetime import timedelta
 
+import httpx
 import pyotp
 import pytest
 from sqlalchemy import text
@@ -29,6 +31,7 @@ from tests.helpers import (
     signed_in,
 )
 from webapp.app import create_app
+from webapp.domain import passwords
 from webapp.domain.outbox import link_token
 from webapp.models import utcnow
 
@@ -313,6 +316,49 @@ def test_the_second_step_belongs_to_its_browser(client, app, alice, clock):
     assert "access_token" not in other.cookies
     # It still works where it started.
     assert second_step(client, challenge, clock.code(secret)).status_code == 303
+
+
+def test_turned_on_while_a_password_is_checked_it_still_asks_for_a_code(
+    client, app, clock, monkeypatch
+):
+    """The sign-in looks at two-factor again in the transaction that opens the session."""
+    token = signed_in(client)
+    secret = begin_setup(client, token)
+    checked, turned_on = threading.Event(), threading.Event()
+    real = passwords.verify_password_sync
+
+    def slow(password: str, *, password_hash: str) -> bool:
+        result = real(password, password_hash=password_hash)
+        if not checked.is_set():
+            checked.set()
+            assert turned_on.wait(10)
+        return result
+
+    other = new_client(app)
+    other_token = csrf_token(other, "/login")
+    outcome: dict[str, object] = {}
+
+    def sign_in() -> None:
+        outcome["response"] = other.post(
+            "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": other_token}
+        )
+
+    monkeypatch.setattr(passwords, "verify_password_sync", slow)
+    thread = threading.Thread(target=sign_in)
+    thread.start()
+    assert checked.wait(10)
+    assert confirm(client, token, clock.code(secret)).status_code == 200
+    turned_on.set()
+    thread.join(10)
+    response = outcome["response"]
+    assert isinstance(response, httpx.Response)
+    assert response.status_code == 200
+    assert 'id="two-factor-form"' in response.text
+    assert "access_token" not in other.cookies
+    # The right password's attempt was released, as when two-factor was on from the start.
+    user_key = f"user:{_user_id(app)}"
+    assert rows(app, "SELECT id FROM signin_failures WHERE key = :k", k=user_key) == []
+    assert len(rows(app, "SELECT id FROM user_sessions")) == 1
 
 
 def test_parallel_wrong_codes_evaluate_at_most_ten(app, alice, clock):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
@@ -147,11 +149,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "APP_ENV=production on SQLite (ALLOW_SQLITE_IN_PRODUCTION=true): the database "
                 "file is lost whenever the platform replaces the disk."
             )
-        # Database work runs in worker threads, each holding at most one connection at a
-        # time: as many threads as pooled connections, so no thread waits for the pool.
-        to_thread.current_default_thread_limiter().total_tokens = (
-            settings.db_pool_size + settings.db_max_overflow
+        # Database work runs in worker threads (the loop's executor; anyio's for the rest),
+        # each holding at most one connection at a time: as many threads as pooled
+        # connections, so no thread waits for the pool.
+        threads = settings.db_pool_size + settings.db_max_overflow
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="db")
         )
+        to_thread.current_default_thread_limiter().total_tokens = threads
         if settings.auto_migrate:
             # Imported here: a production worker (migrated in the release phase) never
             # loads Alembic, which would cost it some 10 MB.

@@ -8,8 +8,8 @@
 `MailSender` runs in the app's lifespan. Every `POLL` seconds, or as soon as a transaction
 that queued a message commits in this process, it claims due rows of the outbox in one
 short transaction (a lease, plus `FOR UPDATE SKIP LOCKED` on PostgreSQL), delivers them
-outside any transaction in a worker thread, and records each outcome in a transaction of
-its own. Failures are retried with exponential back-off for a day, then given up. Any
+outside any transaction on a low-priority thread, and records the pass's outcomes in one
+transaction. Failures are retried with exponential back-off for a day, then given up. Any
 number of workers and instances can run it on one database: a row is leased by one at a
 time. Delivery is at least once: a message whose success could not be recorded (the
 database went away just then) is sent again once its lease runs out.
@@ -32,19 +32,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import event, func, or_, update
+from sqlalchemy import bindparam, event, func, or_, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapper, object_session
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from webapp.db import Database
-from webapp.domain.outbox import Mailer
+from webapp.domain.outbox import QUEUED, Mailer
 from webapp.domain.passwords import lower_priority
 from webapp.models import OutboxMessage, utcnow
 from webapp.settings import Settings
@@ -168,9 +169,23 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+class _HeaderClasses(HeaderRegistry):
+    """The standard library's header registry, but each header's class is made once: the
+    stock one builds a new class for every header of every message, some 40 % of the
+    cost of building one."""
+
+    @functools.cache  # noqa: B019 (one instance, kept for the life of the process)
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        return super().__getitem__(name)
+
+
+# email.policy.default, with the header classes above: the messages are the same.
+POLICY = email.policy.default.clone(header_factory=_HeaderClasses())
+
+
 def build_message(row: OutboxMessage, *, mailer: Mailer, mail_from: str) -> EmailMessage:
     """The e-mail for an outbox row, its link tokens filled in (they never touch the table)."""
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message["From"] = mail_from
     message["To"] = row.to_address
     message["Subject"] = " ".join(row.subject.split())
@@ -187,7 +202,7 @@ def build_message(row: OutboxMessage, *, mailer: Mailer, mail_from: str) -> Emai
 
 def sample_message(*, to: str, mail_from: str, public_url: str) -> EmailMessage:
     """The message `python -m webapp mail send-test` sends."""
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message["From"] = mail_from
     message["To"] = to
     message["Subject"] = f"Test message from {host_of(public_url)}"
@@ -430,6 +445,21 @@ class _Outcome:
     unreachable: bool = False  # the server did not answer at all
 
 
+Recorded = Literal["sent", "retrying", "given_up", "lost"]
+# The statements of every pass, built once.
+_outbox = SQLModel.metadata.tables["outbox"]
+_LEASE = (
+    update(_outbox)
+    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .values(leased_until=bindparam("lease"))
+)
+_SENT = (
+    update(_outbox)
+    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)), _outbox.c.sent_at.is_(None))
+    .values(sent_at=bindparam("now"), leased_until=None)
+)
+
+
 @dataclass(slots=True)
 class Pass:
     """What one pass over the outbox did."""
@@ -499,6 +529,24 @@ class MailSender:
         self.poll = poll
         self.lease = lease
         self.batch = batch
+        # Built once: the sender looks at least once a second.
+        self._due = (
+            select(OutboxMessage)
+            .where(
+                col(OutboxMessage.sent_at).is_(None),
+                col(OutboxMessage.failed_at).is_(None),
+                col(OutboxMessage.next_attempt_at) <= bindparam("now"),
+                or_(
+                    col(OutboxMessage.leased_until).is_(None),
+                    col(OutboxMessage.leased_until) < bindparam("now"),
+                ),
+            )
+            .order_by(col(OutboxMessage.id))
+            .limit(batch)
+            # PostgreSQL: rows another sender is claiming right now are passed over.
+            # SQLite ignores this; its BEGIN IMMEDIATE lets one writer in at a time.
+            .with_for_update(skip_locked=True)
+        )
         self.timeout = timeout
         self.ssl_context = ssl_context
         self._local_hostname = host_of(mailer.public_url)
@@ -513,6 +561,8 @@ class MailSender:
         # The mail server stopped answering since our last success: when it answers again,
         # everything backing off is due at once, not up to an hour later.
         self._outage = False
+        # ...and it has answered again: recorded with the outcomes of this pass.
+        self._back = False
 
     # -- lifecycle
 
@@ -574,11 +624,12 @@ class MailSender:
     # -- one pass
 
     async def run_once(self) -> Pass:
-        """Claim what is due, deliver it, record each outcome."""
+        """Claim what is due, deliver it, record the outcomes (one transaction)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             done = Pass()
+            # What an earlier pass could not record (the database was down) goes first.
             await self._record_pending(done)
             rows = await self.db.write(self._claim)
             done.claimed = len(rows)
@@ -595,44 +646,23 @@ class MailSender:
                 outcome = await self._attempt(row, down=down)
                 down = outcome.error if outcome.unreachable else None
                 self._unrecorded.append(outcome)
-                await self._record_pending(done)
                 if outcome.unreachable:
                     self._outage = True
+                    self._back = False
                 elif outcome.error is None and self._outage:
-                    await self.db.write(self._backlog_due)
-                    self._outage = False
-                    self.wake()  # another pass as soon as this one ends
+                    self._back = True
+            # Every outcome of the pass in one transaction, well inside the rows' lease.
+            await self._record_pending(done)
             return done
 
     def _claim(self) -> list[tuple[OutboxMessage, datetime]]:
         now = utcnow()
         lease = now + timedelta(seconds=self.lease)
         with self.db.writing() as session:
-            rows = session.exec(
-                select(OutboxMessage)
-                .where(
-                    col(OutboxMessage.sent_at).is_(None),
-                    col(OutboxMessage.failed_at).is_(None),
-                    col(OutboxMessage.next_attempt_at) <= now,
-                    or_(
-                        col(OutboxMessage.leased_until).is_(None),
-                        col(OutboxMessage.leased_until) < now,
-                    ),
-                )
-                .order_by(col(OutboxMessage.id))
-                .limit(self.batch)
-                # PostgreSQL: rows another sender is claiming right now are passed over.
-                # SQLite ignores this; its BEGIN IMMEDIATE lets one writer in at a time.
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = session.scalars(self._due, {"now": now}).all()
             ids = [row.id for row in rows]
             if ids:
-                session.execute(
-                    update(OutboxMessage)
-                    .where(col(OutboxMessage.id).in_(ids))
-                    .values(leased_until=lease),
-                    execution_options={"synchronize_session": False},
-                )
+                session.execute(_LEASE, {"ids": ids, "lease": lease})
         return [(row, lease) for row in rows]
 
     async def _attempt(
@@ -676,10 +706,17 @@ class MailSender:
         )
 
     async def _record_pending(self, done: Pass) -> None:
-        while self._unrecorded:
-            outcome = self._unrecorded[0]
-            result = await self.db.write(self._record, outcome)
-            self._unrecorded.pop(0)
+        if not self._unrecorded and not self._back:
+            return
+        outcomes, back = list(self._unrecorded), self._back
+        results = await self.db.write(self._record, outcomes, back)
+        del self._unrecorded[: len(outcomes)]
+        if back:
+            # The server answers again: what was backing off is due now, in another pass
+            # as soon as this one ends.
+            self._outage = self._back = False
+            self.wake()
+        for outcome, result in zip(outcomes, results, strict=True):
             if outcome.error is None:
                 done.sent += 1
             elif result == "given_up":
@@ -694,51 +731,61 @@ class MailSender:
             else:
                 done.retrying += 1
 
-    def _record(self, outcome: _Outcome) -> Literal["sent", "retrying", "given_up", "lost"]:
+    def _record(self, outcomes: list[_Outcome], backlog_due: bool) -> list[Recorded]:
+        """Record outcomes, in one transaction; with `backlog_due`, everything backing off
+        becomes due now."""
         now = utcnow()
-        this = col(OutboxMessage.id) == outcome.id
         unsent = col(OutboxMessage.sent_at).is_(None)
+        results: list[Recorded] = []
         with self.db.writing() as session:
-            if outcome.error is None:
+            sent = [outcome.id for outcome in outcomes if outcome.error is None]
+            if sent:
                 # Sent is sent, even if the lease ran out meanwhile.
+                session.execute(_SENT, {"ids": sent, "now": now})
+            for outcome in outcomes:
+                if outcome.error is None:
+                    results.append("sent")
+                    continue
+                attempts = outcome.attempts + 1
+                values: dict[str, Any] = {
+                    "attempts": attempts,
+                    "last_error": outcome.error,
+                    "leased_until": None,
+                }
+                given_up = now - outcome.created_at >= GIVE_UP
+                if given_up:
+                    values["failed_at"] = now
+                else:
+                    values["next_attempt_at"] = now + timedelta(seconds=retry_delay(attempts))
+                result = session.execute(
+                    update(OutboxMessage)
+                    .where(
+                        col(OutboxMessage.id) == outcome.id,
+                        unsent,
+                        col(OutboxMessage.leased_until) == outcome.lease,
+                    )
+                    .values(**values),
+                    execution_options={"synchronize_session": False},
+                )
+                assert isinstance(result, CursorResult)
+                if result.rowcount != 1:
+                    # The lease ran out and another sender has the row now.
+                    results.append("lost")
+                else:
+                    results.append("given_up" if given_up else "retrying")
+            if backlog_due:
                 session.execute(
-                    update(OutboxMessage).where(this, unsent).values(sent_at=now, leased_until=None)
+                    update(OutboxMessage)
+                    .where(
+                        unsent,
+                        col(OutboxMessage.failed_at).is_(None),
+                        col(OutboxMessage.attempts) > 0,
+                        col(OutboxMessage.next_attempt_at) > now,
+                    )
+                    .values(next_attempt_at=now),
+                    execution_options={"synchronize_session": False},
                 )
-                return "sent"
-            attempts = outcome.attempts + 1
-            values: dict[str, Any] = {
-                "attempts": attempts,
-                "last_error": outcome.error,
-                "leased_until": None,
-            }
-            given_up = now - outcome.created_at >= GIVE_UP
-            if given_up:
-                values["failed_at"] = now
-            else:
-                values["next_attempt_at"] = now + timedelta(seconds=retry_delay(attempts))
-            result = session.execute(
-                update(OutboxMessage)
-                .where(this, unsent, col(OutboxMessage.leased_until) == outcome.lease)
-                .values(**values)
-            )
-            assert isinstance(result, CursorResult)
-            if result.rowcount != 1:
-                return "lost"  # the lease ran out and another sender has the row now
-        return "given_up" if given_up else "retrying"
-
-    def _backlog_due(self) -> None:
-        now = utcnow()
-        with self.db.writing() as session:
-            session.execute(
-                update(OutboxMessage)
-                .where(
-                    col(OutboxMessage.sent_at).is_(None),
-                    col(OutboxMessage.failed_at).is_(None),
-                    col(OutboxMessage.attempts) > 0,
-                    col(OutboxMessage.next_attempt_at) > now,
-                )
-                .values(next_attempt_at=now)
-            )
+        return results
 
     async def _release(self, rows: list[tuple[OutboxMessage, datetime]]) -> None:
         """Hand rows claimed but not tried back at once, rather than when their lease ends."""
@@ -762,12 +809,12 @@ class MailSender:
 
 # -- waking the sender when a message is queued -------------------------------------------
 #
-# A transaction that adds an OutboxMessage marks its session; when that session commits,
+# A transaction that queues a message marks its session (Mailer.enqueue does, and so does
+# an OutboxMessage added through the ORM); when that session commits,
 # the running senders of the same engine are woken, so a message leaves within
 # milliseconds instead of at the next poll. Commits happen in worker threads: wake() is
 # thread-safe. The tuple is replaced, never changed, so the threads can read it unlocked.
 
-_QUEUED = "webapp.mail.queued"
 _senders: tuple[MailSender, ...] = ()
 
 
@@ -785,12 +832,12 @@ def _unlisten(sender: MailSender) -> None:
 def _queued(_mapper: Mapper[Any], _connection: Any, target: OutboxMessage) -> None:
     session = object_session(target)
     if session is not None:
-        session.info[_QUEUED] = True
+        session.info[QUEUED] = True
 
 
 @event.listens_for(Session, "after_commit")
 def _committed(session: Session) -> None:
-    if not _senders or not session.info.pop(_QUEUED, False):
+    if not _senders or not session.info.pop(QUEUED, False):
         return
     pool = getattr(session.get_bind(), "pool", None)
     for sender in _senders:

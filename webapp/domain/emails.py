@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlmodel import Session, col, select, update
+from sqlalchemy import bindparam
+from sqlmodel import Session, SQLModel, col, select, update
 
 from webapp.db import Database
 from webapp.domain import events, passwords, sessions, throttle
@@ -23,7 +24,7 @@ from webapp.domain.errors import InvalidInput, InvalidLink, Throttled
 from webapp.domain.outbox import TOKEN_MARK, Mailer, link_token, new_nonce, token_hash
 from webapp.domain.throttle import Limit, Throttle
 from webapp.domain.validation import check_new_password, clean_email, email_key
-from webapp.models import Client, EmailToken, User, UserSession, utcnow
+from webapp.models import Client, EmailToken, User, utcnow
 from webapp.settings import Settings
 
 Purpose = Literal["verify", "reset", "revert"]
@@ -38,6 +39,14 @@ PATHS: dict[Purpose, str] = {
     "revert": "/email-revert/",
 }
 QUARTER = 15 * 60
+_sessions = SQLModel.metadata.tables["user_sessions"]
+# Built once: asked at every sign-in.
+_SEEN = (
+    select(_sessions.c.id)
+    .where(_sessions.c.user_id == bindparam("user_id"))
+    .where(_sessions.c.device_hash == bindparam("device"))
+    .limit(1)
+)
 # Links to confirm an address, per account per 15 minutes; resets, per client and per
 # address (known or not) per 15 minutes.
 VERIFY_LIMIT = 3
@@ -343,12 +352,7 @@ class Emails:
         """A notice for a sign-in from a browser this account has never signed in from."""
         if not device:
             return
-        seen = session.exec(
-            select(UserSession.id)
-            .where(col(UserSession.user_id) == user.id)
-            .where(col(UserSession.device_hash) == device)
-            .limit(1)
-        ).first()
+        seen = session.execute(_SEEN, {"user_id": user.id, "device": device}).first()
         if seen is None:
             self.notify(session, user, "new_browser", client=client)
 

@@ -21,11 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from sqlmodel import Session
+from sqlalchemy import insert
+from sqlmodel import Session, SQLModel
 
-from webapp.models import OutboxMessage, utcnow
+from webapp.models import utcnow
 
 TOKEN_MARK = "@@TOKEN@@"
+# Set in a session's `info` when it queued a message.
+QUEUED = "webapp.outbox.queued"
+# Built once: a notice is queued on every sign-in from a new browser.
+_INSERT = insert(SQLModel.metadata.tables["outbox"])
 
 
 def link_token(key: bytes, nonce: str) -> str:
@@ -64,7 +69,7 @@ class Mailer:
         user_id: int | None,
         context: Mapping[str, Any],
         token_nonce: str | None = None,
-    ) -> OutboxMessage:
+    ) -> None:
         """Render `kind` and add it to the caller's transaction."""
         values = {"app_name": self.app_name, "public_url": self.public_url, **context}
         subject = self.templates.get_template(f"email/{kind}.subject.txt").render(values).strip()
@@ -72,19 +77,28 @@ class Mailer:
         html = None
         with contextlib.suppress(jinja2.TemplateNotFound):
             html = self.templates.get_template(f"email/{kind}.html").render(values)
-        message = OutboxMessage(
-            user_id=user_id,
-            kind=kind,
-            to_address=to,
-            subject=subject[:200],
-            body_text=text,
-            body_html=html,
-            token_nonce=token_nonce,
-            created_at=utcnow(),
-            next_attempt_at=utcnow(),
+        now = utcnow()
+        session.execute(
+            _INSERT,
+            {
+                "user_id": user_id,
+                "kind": kind,
+                "to_address": to,
+                "subject": subject[:200],
+                "body_text": text,
+                "body_html": html,
+                "token_nonce": token_nonce,
+                "created_at": now,
+                "next_attempt_at": now,
+                "leased_until": None,
+                "attempts": 0,
+                "last_error": None,
+                "sent_at": None,
+                "failed_at": None,
+            },
         )
-        session.add(message)
-        return message
+        # The sender (webapp/mail.py) is woken when this transaction commits.
+        session.info[QUEUED] = True
 
     def finish(self, body: str, nonce: str | None) -> str:
         """The text as sent: the token put where TOKEN_MARK stands."""

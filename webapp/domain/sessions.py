@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import bindparam, insert
 from sqlmodel import Session, SQLModel, col, or_, select, update
 
 from webapp.db import Database
@@ -54,6 +55,23 @@ WHERE user_sessions.id = :sid AND users.id = :uid
   AND user_sessions.revoked_at IS NULL AND user_sessions.expires_at > :now
   AND user_sessions.credential_version = users.credential_version
 """
+
+
+# The statements of every sign-in, built once (building one costs more than running it).
+# The account an identifier names, and whether it has two-factor sign-in on.
+_CANDIDATE = select(User, twofactor.enabled_column()).where(
+    or_(
+        col(User.username_key) == bindparam("username_key"),
+        col(User.email_key) == bindparam("email_key"),
+    )
+)
+# FOR KEY SHARE (PostgreSQL): the user cannot be deleted until the transaction ends.
+_CREDENTIAL = (
+    select(User.credential_version, twofactor.enabled_column())
+    .where(col(User.id) == bindparam("user_id"))
+    .with_for_update(read=True, key_share=True, of=User)
+)
+_ADD_SESSION = insert(SQLModel.metadata.tables["user_sessions"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,16 +207,10 @@ class Sessions:
         check runs whether or not the identifier names an account. `replaces` is the
         session this browser was signed in with, ended in the same transaction.
         """
-        user = await self.db.read(self._candidate, signin)
-        account = throttle.account_key(user.id if user else None, signin.identifier)
-        try:
-            reservation = await self.throttle.reserve(
-                self.throttle.signin_limits(account, client), action="signin"
-            )
-        except Throttled:
-            if user is not None and user.id is not None:
-                await self.db.write(self._note, user.id, "throttled", client)
-            raise
+        # A read first: while the database is unreachable, a sign-in answers within the read
+        # deadline, as every page does.
+        user, second_factor = await self.db.read(self._candidate, signin)
+        reservation = await self.db.write(self._reserve, user, signin, client)
         rounds = self.settings.bcrypt_rounds
         stored_hash = user.password_hash if user else await passwords.dummy_hash(rounds)
         matches = await passwords.verify_password(signin.password, password_hash=stored_hash)
@@ -211,7 +223,7 @@ class Sessions:
             # The right password, but the address is not confirmed: a fresh link instead.
             await self.db.write(self._refuse_unconfirmed, user, reservation)
             raise EmailNotVerified
-        if await self.db.read(self._second_factor_on, user.id):
+        if second_factor:
             # The password was right, so its attempt is released; no session yet: the web
             # layer asks for a code, each of which is counted on its own (twofactor.py).
             await self.throttle.release(reservation)
@@ -221,13 +233,11 @@ class Sessions:
             if passwords.needs_rehash(user.password_hash, rounds=rounds)
             else None
         )
+        # _open looks at two-factor sign-in again, in the transaction that opens the
+        # session: turned on while the password was being checked, it still asks for a code.
         return await self.db.write(
-            self._open, user, client, new_hash, reservation, remember, replaces
+            self._open, user, client, new_hash, reservation, remember, replaces, True
         )
-
-    def _second_factor_on(self, user_id: int | None) -> bool:
-        with self.db.reading() as session:
-            return user_id is not None and twofactor.enabled_in(session, user_id)
 
     async def open_checked(
         self,
@@ -244,7 +254,7 @@ class Sessions:
         both factors in one. `user` carries the credential version read when the check
         began, so a password changed since then still refuses it."""
         return await self.db.write(
-            self._open, user, client, None, reservation, remember, replaces, detail
+            self._open, user, client, None, reservation, remember, replaces, False, detail
         )
 
     def _note(self, user_id: int, kind: EventKind, client: Client) -> None:
@@ -256,21 +266,37 @@ class Sessions:
             throttle.release_in(session, reservation)
             self.emails.send_verification_for_signin(session, user)
 
-    def _candidate(self, signin: Signin) -> User | None:
-        """The account the identifier names, by username or e-mail, however it was typed."""
+    def _candidate(self, signin: Signin) -> tuple[User | None, bool]:
+        """The account the identifier names, by username or e-mail, however it was typed,
+        and whether it has two-factor sign-in on."""
         canonical = throttle.canonical_identifier(signin.identifier)
         if not canonical.isprintable() or len(canonical) > 254:
             # No account has such a name; the database is not asked (PostgreSQL refuses NUL).
-            return None
+            return None, False
         with self.db.reading() as session:
-            return session.exec(
-                select(User).where(
-                    or_(
-                        col(User.username_key) == username_key(canonical),
-                        col(User.email_key) == canonical,
-                    )
-                )
+            found = session.execute(
+                _CANDIDATE, {"username_key": username_key(canonical), "email_key": canonical}
             ).first()
+        if found is None:
+            return None, False
+        user, second_factor = found
+        return user, bool(second_factor)
+
+    def _reserve(self, user: User | None, signin: Signin, client: Client) -> Reservation:
+        """Reserve the attempt against the account (or the name) and the client; Throttled
+        when a limit is used up, with the account's "throttled" event written instead."""
+        account = throttle.account_key(user.id if user else None, signin.identifier)
+        limits = self.throttle.signin_limits(account, client)
+        with self.db.writing() as session:
+            try:
+                return throttle.reserve_in(session, limits, action="signin", now=utcnow())
+            except Throttled as exc:
+                if user is None or user.id is None:
+                    raise
+                throttled = exc
+                # Nothing was reserved; the event is all this transaction writes.
+                events.note(session, user_id=user.id, kind="throttled", client=client)
+        raise throttled
 
     def _open(
         self,
@@ -280,6 +306,7 @@ class Sessions:
         reservation: Reservation,
         remember: bool,
         replaces: str | None,
+        check_second_factor: bool,
         detail: str = "",
     ) -> NewSession:
         assert user.id is not None
@@ -290,54 +317,58 @@ class Sessions:
             else timedelta(seconds=self.settings.session_max_age)
         )
         remember_token = secrets.token_urlsafe(32) if remember else None
-        row = UserSession(
-            id=new_session_id(),
-            public_id=secrets.token_urlsafe(12),
-            user_id=user.id,
-            created_at=now,
-            expires_at=now + lifetime,
-            last_seen_at=now,
-            authenticated_at=now,
+        sid, handle, expires_at = new_session_id(), secrets.token_urlsafe(12), now + lifetime
+        device = device_hash(client.device)
+        row = {
+            "id": sid,
+            "public_id": handle,
+            "user_id": user.id,
+            "created_at": now,
+            "expires_at": expires_at,
+            "revoked_at": None,
+            "last_seen_at": now,
+            "authenticated_at": now,
             # The credential the password was checked against, read before the check.
-            credential_version=user.credential_version,
-            remember_hash=token_hash(remember_token) if remember_token else None,
-            user_agent=client.user_agent[:512],
-            client_addr=client.address[:64],
-            device_hash=device_hash(client.device),
-        )
+            "credential_version": user.credential_version,
+            "remember_hash": token_hash(remember_token) if remember_token else None,
+            "remember_prev_hash": None,
+            "user_agent": client.user_agent[:512],
+            "client_addr": client.address[:64],
+            "device_hash": device,
+        }
         with self.db.writing() as session:
             # FOR KEY SHARE (PostgreSQL): the user cannot be deleted until this commits, and
             # a deletion already under way is waited for, after which no user is found.
-            current = session.exec(
-                select(User.credential_version)
-                .where(col(User.id) == user.id)
-                .with_for_update(read=True, key_share=True)
-            ).first()
-            if current != user.credential_version:
+            current = session.execute(_CREDENTIAL, {"user_id": user.id}).first()
+            if current is None or current[0] != user.credential_version:
                 # The password changed while this one was being checked: too late.
                 raise SigninFailed
             # Earlier failures are not forgiven by a success, only this attempt's own
             # reservation (else the owner's sign-in would hand an attacker fresh guesses).
             throttle.release_in(session, reservation)
-            if replaces is not None:
-                session.exec(
-                    update(UserSession)
-                    .where(col(UserSession.id) == replaces)
-                    .where(col(UserSession.revoked_at).is_(None))
-                    .values(revoked_at=now)
+            second_factor = check_second_factor and bool(current[1])
+            if not second_factor:
+                if replaces is not None:
+                    session.exec(
+                        update(UserSession)
+                        .where(col(UserSession.id) == replaces)
+                        .where(col(UserSession.revoked_at).is_(None))
+                        .values(revoked_at=now)
+                    )
+                self.emails.on_signin(session, user, client, device)
+                events.record(
+                    session, user_id=user.id, kind="signin", client=client, detail=detail, now=now
                 )
-            self.emails.on_signin(session, user, client, row.device_hash)
-            events.record(
-                session, user_id=user.id, kind="signin", client=client, detail=detail, now=now
-            )
-            session.add(row)
-            if new_hash is not None:
-                session.exec(
-                    update(User).where(col(User.id) == user.id).values(password_hash=new_hash)
-                )
-        return NewSession(
-            account_of(user), row.id, row.public_id, row.expires_at, now, remember_token
-        )
+                session.execute(_ADD_SESSION, row)
+                if new_hash is not None:
+                    session.exec(
+                        update(User).where(col(User.id) == user.id).values(password_hash=new_hash)
+                    )
+        if second_factor:
+            # Turned on while the password was being checked: the attempt is released (above)
+            # and a code is asked for, as if it had been on from the start.
+            raise twofactor.SecondFactorRequired(account_of(user), remember=remember)
+        return NewSession(account_of(user), sid, handle, expires_at, now, remember_token)
 
     # -- the live check ----------------------------------------------------------------
 

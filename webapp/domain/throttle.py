@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
-from sqlmodel import Session, col, delete, select
+from sqlalchemy import bindparam, insert, text
+from sqlmodel import Session, SQLModel, col, delete, select
 
 from webapp.db import Database
 from webapp.domain.errors import Throttled, ThrottledAction
@@ -86,6 +86,21 @@ def _lock_id(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
 
 
+# The statements of every reservation, built once: building a statement costs more than
+# running it, and a sign-in reserves before every password check.
+_failures = SQLModel.metadata.tables["signin_failures"]
+_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
+_COUNTED = (
+    select(_failures.c.key, _failures.c.failed_at)
+    .where(_failures.c.key.in_(bindparam("keys", expanding=True)))
+    .where(_failures.c.failed_at > bindparam("since"))
+    .order_by(_failures.c.failed_at)
+)
+_EXPIRED = delete(_failures).where(_failures.c.failed_at <= bindparam("before"))
+_ADD = insert(_failures).returning(_failures.c.id, sort_by_parameter_order=True)
+_RELEASE = delete(_failures).where(_failures.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def reserve_in(
     session: Session, limits: Sequence[Limit], *, action: ThrottledAction, now: datetime
 ) -> Reservation:
@@ -96,14 +111,9 @@ def reserve_in(
         # Concurrent reservations of one key queue here until the first commits; SQLite's
         # BEGIN IMMEDIATE already admits one writer at a time.
         for key in keys:
-            session.exec(text("SELECT pg_advisory_xact_lock(:id)").bindparams(id=_lock_id(key)))  # type: ignore[call-overload]
+            session.execute(_LOCK, {"id": _lock_id(key)})
     since = now - timedelta(seconds=max(limit.window for limit in limits))
-    rows = session.exec(
-        select(SigninFailure.key, SigninFailure.failed_at)
-        .where(col(SigninFailure.key).in_(keys))
-        .where(SigninFailure.failed_at > since)
-        .order_by(col(SigninFailure.failed_at))
-    ).all()
+    rows = session.execute(_COUNTED, {"keys": keys, "since": since}).all()
     wait = 0.0
     for limit in limits:
         start = now - timedelta(seconds=limit.window)
@@ -114,15 +124,9 @@ def reserve_in(
             wait = max(wait, (frees_at - now).total_seconds())
     if wait > 0:
         raise Throttled(max(1, math.ceil(wait)), action=action)
-    session.exec(
-        delete(SigninFailure).where(
-            col(SigninFailure.failed_at) <= now - timedelta(seconds=LONGEST_WINDOW)
-        )
-    )
-    attempts = [SigninFailure(key=key, failed_at=now) for key in keys]
-    session.add_all(attempts)
-    session.flush()
-    return Reservation(tuple(attempt.id for attempt in attempts if attempt.id is not None))
+    session.execute(_EXPIRED, {"before": now - timedelta(seconds=LONGEST_WINDOW)})
+    added = session.execute(_ADD, [{"key": key, "failed_at": now} for key in keys])
+    return Reservation(tuple(added.scalars()))
 
 
 def forgive_in(session: Session, key: str) -> None:
@@ -133,7 +137,7 @@ def forgive_in(session: Session, key: str) -> None:
 def release_in(session: Session, reservation: Reservation) -> None:
     """Forget a reservation whose attempt succeeded (inside the caller's transaction)."""
     if reservation.ids:
-        session.exec(delete(SigninFailure).where(col(SigninFailure.id).in_(reservation.ids)))
+        session.execute(_RELEASE, {"ids": list(reservation.ids)})
 
 
 class Throttle:

@@ -31,6 +31,7 @@ import pyotp
 import segno
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Exists, exists
 from sqlmodel import Session, col, delete, func, select
 
 from webapp.db import Database
@@ -195,14 +196,13 @@ def browser_hash(browser: str) -> str:
     return hashlib.sha256(browser.encode()).hexdigest()
 
 
-def enabled_in(session: Session, user_id: int) -> bool:
-    """Whether the account has two-factor sign-in on (inside the caller's session)."""
-    found = session.exec(
-        select(TwoFactor.id)
-        .where(col(TwoFactor.user_id) == user_id)
+def enabled_column() -> Exists:
+    """Whether two-factor sign-in is on for the `users` row of the query it is a column of."""
+    return (
+        exists()
+        .where(col(TwoFactor.user_id) == col(User.id))
         .where(col(TwoFactor.secret).is_not(None))
-    ).first()
-    return found is not None
+    )
 
 
 def _aware(moment: datetime) -> datetime:
