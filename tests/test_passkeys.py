@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 
 from tests.helpers import (
     PASSWORD,
+    ROOT,
     at_once,
     csrf_token,
     login,
@@ -811,3 +812,20 @@ def test_another_accounts_passkey_does_not_confirm_this_session(app, client, clo
     guest = new_client(app)
     guest_token = csrf_token(guest, "/login")
     assert post_json(guest, "/reauth/passkey", {}, guest_token).status_code == 401
+
+
+def test_py_webauthn_is_loaded_at_first_use_not_at_start(tmp_path):
+    """5.6 MB (with pyOpenSSL and pyasn1) that a worker never seeing a passkey need not
+    carry: the app imports and builds without it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from tests.helpers import make_settings; from webapp.app import create_app; "
+        f"create_app(make_settings('sqlite:///{tmp_path / 'probe.db'}')); "
+        "print(sorted({'webauthn', 'OpenSSL', 'pyasn1'} & set(sys.modules)))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert found.stdout.strip() == "[]"

@@ -27,6 +27,7 @@ the signature, the sign count). This module decides what is stored and when.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -44,27 +45,6 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, func, select
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import (
-    decode_credential_public_key,
-    decoded_public_key_to_cryptography,
-    options_to_json_dict,
-)
-from webauthn.helpers.cose import COSEAlgorithmIdentifier
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from webapp.db import Database
 from webapp.domain import events, throttle
@@ -80,7 +60,10 @@ from webapp.domain.throttle import Reservation, Throttle
 from webapp.models import Account, Client, Passkey, SpentPasskeyChallenge, User, utcnow
 
 if TYPE_CHECKING:
-    # Only for types: sessions.py is the one that opens sessions.
+    # Only for types: sessions.py is the one that opens sessions, and py_webauthn is
+    # imported at first use (see malformed()).
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor
+
     from webapp.domain.sessions import NewSession, Sessions
 
 RP_NAME = "Accounts"
@@ -96,16 +79,24 @@ HANDLE_BYTES = 32
 MAX_CREDENTIAL_ID_BYTES = 1023
 MAX_PUBLIC_KEY_BYTES = 2048
 # What a credential's JSON may be, however it is broken: each means "not accepted".
-MALFORMED = (WebAuthnException, ValueError, TypeError, KeyError, RecursionError, OverflowError)
-_ECDSA = {COSEAlgorithmIdentifier.ECDSA_SHA_256, COSEAlgorithmIdentifier.ECDSA_SHA_512}
-_RSA = {
-    COSEAlgorithmIdentifier.RSASSA_PSS_SHA_256,
-    COSEAlgorithmIdentifier.RSASSA_PSS_SHA_384,
-    COSEAlgorithmIdentifier.RSASSA_PSS_SHA_512,
-    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
-    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_384,
-    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_512,
-}
+# COSE algorithm ids a key may be used with, by the kind of key: ES256, ES512; RSASSA-PSS
+# and PKCS#1 v1.5 with SHA-256/384/512 (not SHA-1); EdDSA.
+_ECDSA = {-7, -36}
+_RSA = {-37, -38, -39, -257, -258, -259}
+_EDDSA = -8
+_TRANSPORTS = ("usb", "nfc", "ble", "smart-card", "internal", "cable", "hybrid")
+
+
+@functools.cache
+def malformed() -> tuple[type[BaseException], ...]:
+    """What a credential's checks raise, however it is broken: each means "not accepted".
+
+    py_webauthn (with pyOpenSSL and pyasn1, 5.6 MB) is imported at first use, as
+    ua-parser is: a worker that never sees a passkey does not carry it."""
+    from webauthn.helpers.exceptions import WebAuthnException
+
+    return (WebAuthnException, ValueError, TypeError, KeyError, RecursionError, OverflowError)
+
 
 NAME_WRONG = f"Give the passkey a name of at most {MAX_NAME_LENGTH} characters."
 NOT_ACCEPTED = "The passkey could not be added. Try again."
@@ -230,19 +221,21 @@ def challenge_of(credential: dict[str, Any]) -> bytes:
 def usable_public_key(cose_key: bytes) -> bool:
     """Whether the COSE key is one that can check signatures: a point on its curve, an
     RSA key of 2048 bits or more, an Ed25519 key; and of the kind its algorithm names."""
+    from webauthn.helpers import decode_credential_public_key, decoded_public_key_to_cryptography
+
     if len(cose_key) > MAX_PUBLIC_KEY_BYTES:
         return False
     try:
         decoded = decode_credential_public_key(cose_key)
         key = decoded_public_key_to_cryptography(decoded)
-    except MALFORMED:
+    except malformed():
         return False
     algorithm = getattr(decoded, "alg", None)
     if isinstance(key, EllipticCurvePublicKey):
         return algorithm in _ECDSA
     if isinstance(key, RSAPublicKey):
         return algorithm in _RSA and key.key_size >= 2048
-    return algorithm == COSEAlgorithmIdentifier.EDDSA
+    return algorithm == _EDDSA
 
 
 class Challenges:
@@ -298,13 +291,11 @@ def spend_in(session: Session, challenge: bytes, minted: _Minted) -> bool:
     return True
 
 
-def _transports(values: object) -> list[AuthenticatorTransport]:
+def _transports(values: object) -> list[str]:
     """The known transports among `values`, each once, in order."""
     if not isinstance(values, list):
         return []
-    known = {transport.value: transport for transport in AuthenticatorTransport}
-    found = {value: known[value] for value in values if isinstance(value, str) and value in known}
-    return list(found.values())
+    return list(dict.fromkeys(v for v in values if isinstance(v, str) and v in _TRANSPORTS))
 
 
 class PasskeyService:
@@ -348,6 +339,13 @@ class PasskeyService:
     async def registration_options(self, account: Account, *, browser: str) -> str:
         """PublicKeyCredentialCreationOptions as JSON: a discoverable credential with user
         verification, none of the account's own passkeys again."""
+        from webauthn import generate_registration_options, options_to_json
+        from webauthn.helpers.structs import (
+            AuthenticatorSelectionCriteria,
+            ResidentKeyRequirement,
+            UserVerificationRequirement,
+        )
+
         handle, existing = await self.db.read(self._registration_state, account.id)
         handle = handle or secrets.token_bytes(HANDLE_BYTES)
         challenge = self.challenges.mint(
@@ -373,13 +371,19 @@ class PasskeyService:
     def _registration_state(
         self, user_id: int
     ) -> tuple[bytes | None, list[PublicKeyCredentialDescriptor]]:
+        from webauthn.helpers.structs import AuthenticatorTransport, PublicKeyCredentialDescriptor
+
         with self.db.reading() as session:
             rows = session.exec(select(Passkey).where(col(Passkey.user_id) == user_id)).all()
         handle = unb64url(rows[0].user_handle) if rows else None
         existing = [
             PublicKeyCredentialDescriptor(
                 id=unb64url(row.credential_id),
-                transports=_transports(row.transports.split(",")) or None,
+                transports=[
+                    AuthenticatorTransport(value)
+                    for value in _transports(row.transports.split(","))
+                ]
+                or None,
             )
             for row in rows
         ]
@@ -400,6 +404,8 @@ class PasskeyService:
         browser: str,
         client: Client,
     ) -> PasskeyView:
+        from webauthn import verify_registration_response
+
         rejected = InvalidInput({"passkey": NOT_ACCEPTED})
         try:
             challenge = challenge_of(credential)
@@ -416,7 +422,7 @@ class PasskeyService:
                 expected_origin=self.rp.origin,
                 require_user_verification=True,
             )
-        except MALFORMED:
+        except malformed():
             raise rejected from None
         if len(verified.credential_id) > MAX_CREDENTIAL_ID_BYTES or not usable_public_key(
             verified.credential_public_key
@@ -450,7 +456,7 @@ class PasskeyService:
                 credential_id=credential_id,
                 public_key=b64url(verified.credential_public_key),
                 sign_count=verified.sign_count,
-                transports=",".join(t.value for t in _transports(transports)),
+                transports=",".join(_transports(transports)),
                 user_handle=b64url(minted.handle),
                 name=cleaned,
                 backed_up=verified.credential_backed_up,
@@ -542,6 +548,10 @@ class PasskeyService:
     def signin_options(self, *, browser: str) -> str:
         """PublicKeyCredentialRequestOptions as JSON, without allowCredentials: the browser
         offers whichever of the user's passkeys are for this site. Writes nothing."""
+        from webauthn import generate_authentication_options
+        from webauthn.helpers import options_to_json_dict
+        from webauthn.helpers.structs import UserVerificationRequirement
+
         options = generate_authentication_options(
             rp_id=self.rp.id,
             challenge=self.challenges.mint("signin", browser=browser, user_id=None),
@@ -612,6 +622,9 @@ class PasskeyService:
         """One transaction: count the attempt, spend the challenge, check the assertion
         against the locked credential and move its sign count on. A rejection is returned,
         not raised, so the count and the spent challenge are committed."""
+        from webauthn import verify_authentication_response
+        from webauthn.helpers.exceptions import WebAuthnException
+
         now = utcnow()
         with self.db.writing() as session:
             reservation = throttle.reserve_in(session, limits, action="signin", now=now)
@@ -657,7 +670,7 @@ class PasskeyService:
                     else "passkey not accepted"
                 )
                 return self._refuse(session, row, client, detail)
-            except MALFORMED:
+            except malformed():
                 return self._refuse(session, row, client, "passkey not accepted")
             user = session.get(User, row.user_id)
             if user is None:
