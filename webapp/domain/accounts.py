@@ -20,7 +20,7 @@ from webapp.domain import events, passwords, sessions, throttle
 from webapp.domain.emails import Emails
 from webapp.domain.errors import AccountGone, InvalidInput, Taken, Throttled
 from webapp.domain.events import EventKind
-from webapp.domain.throttle import Throttle
+from webapp.domain.throttle import Reservation, Throttle
 from webapp.domain.validation import (
     CURRENT_PASSWORD_NEEDED,
     CURRENT_PASSWORD_WRONG,
@@ -243,25 +243,39 @@ class Accounts:
         if "password" in wanted:
             events.record(session, user_id=user.id, kind="password_changed", client=client, now=now)
 
-    def _note(self, user_id: int, kind: EventKind, client: Client) -> None:
-        with self.db.writing() as session:
-            detail = "wrong current password" if kind == "signin_failed" else ""
-            events.note(session, user_id=user_id, kind=kind, client=client, detail=detail)
-
     async def check_current_password(
         self, user: User, candidate: str | None, client: Client
     ) -> None:
         """The current password counts like a sign-in: throttled, failures recorded."""
         if candidate is None:
             raise InvalidInput({"current_password": CURRENT_PASSWORD_NEEDED})
-        assert user.id is not None
-        limits = self.throttle.signin_limits(throttle.account_key(user.id, user.username), client)
-        try:
-            reservation = await self.throttle.reserve(limits, action="password")
-        except Throttled:
-            await self.db.write(self._note, user.id, "throttled", client)
-            raise
-        if not await passwords.verify_password(candidate, password_hash=user.password_hash):
-            await self.db.write(self._note, user.id, "signin_failed", client)
-            raise InvalidInput({"current_password": CURRENT_PASSWORD_WRONG})
+        reservation = await check_password_counted(
+            self.db, self.throttle, user, candidate, client, failure="wrong current password"
+        )
         await self.throttle.release(reservation)
+
+
+async def check_password_counted(
+    db: Database, limits: Throttle, user: User, candidate: str, client: Client, *, failure: str
+) -> Reservation:
+    """Check the account's password as a sign-in does: the attempt is reserved against the
+    account's and the client's sign-in limits before bcrypt runs; a refusal writes a
+    `throttled` event, a wrong password a `signin_failed` one with `failure` as detail
+    (InvalidInput, field `current_password`). The reservation is the caller's to release,
+    in the transaction that acts on the check."""
+    assert user.id is not None
+    key = throttle.account_key(user.id, user.username)
+    try:
+        reservation = await limits.reserve(limits.signin_limits(key, client), action="password")
+    except Throttled:
+        await db.write(_note, db, user.id, "throttled", client, "")
+        raise
+    if not await passwords.verify_password(candidate, password_hash=user.password_hash):
+        await db.write(_note, db, user.id, "signin_failed", client, failure)
+        raise InvalidInput({"current_password": CURRENT_PASSWORD_WRONG})
+    return reservation
+
+
+def _note(db: Database, user_id: int, kind: EventKind, client: Client, detail: str) -> None:
+    with db.writing() as session:
+        events.note(session, user_id=user_id, kind=kind, client=client, detail=detail)

@@ -30,11 +30,11 @@ from sqlalchemy.engine import CursorResult
 from sqlmodel import Session, SQLModel, col, delete, or_, select
 
 from webapp.db import Database
-from webapp.domain import events, passwords, throttle
+from webapp.domain import throttle
+from webapp.domain.accounts import check_password_counted
 from webapp.domain.devices import describe
 from webapp.domain.emails import moment
-from webapp.domain.errors import AccountGone, InvalidInput, Throttled
-from webapp.domain.events import EventKind
+from webapp.domain.errors import AccountGone, InvalidInput
 from webapp.domain.outbox import Mailer
 from webapp.domain.throttle import Reservation, Throttle
 from webapp.domain.validation import CURRENT_PASSWORD_WRONG, MAX_PASSWORD_LENGTH, username_key
@@ -532,16 +532,15 @@ class Activity:
         user = await self.db.read(self._user, user_id)
         if user is None or user.id is None:
             raise AccountGone
-        limits = self.throttle.signin_limits(throttle.account_key(user.id, user.username), client)
-        try:
-            # Counted before the password is checked, as a sign-in is.
-            reservation = await self.throttle.reserve(limits, action="password")
-        except Throttled:
-            await self.db.write(self._note, user.id, "throttled", client)
-            raise
-        if not await passwords.verify_password(current_password, password_hash=user.password_hash):
-            await self.db.write(self._note, user.id, "signin_failed", client)
-            raise InvalidInput({"current_password": CURRENT_PASSWORD_WRONG})
+        # Counted before the password is checked, as a sign-in is; released by _delete.
+        reservation = await check_password_counted(
+            self.db,
+            self.throttle,
+            user,
+            current_password,
+            client,
+            failure="wrong password to delete the account",
+        )
         deleted = await self.db.write(
             self._delete, user.id, user.credential_version, reservation, client
         )
@@ -563,11 +562,6 @@ class Activity:
     def _user_named(self, username: str) -> User | None:
         with self.db.reading() as session:
             return self._by_name(session, username)
-
-    def _note(self, user_id: int, kind: EventKind, client: Client) -> None:
-        with self.db.writing() as session:
-            detail = "wrong password to delete the account" if kind == "signin_failed" else ""
-            events.note(session, user_id=user_id, kind=kind, client=client, detail=detail)
 
     def _delete(
         self,
