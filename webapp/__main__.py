@@ -70,12 +70,7 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     except DBAPIError as exc:
         # Unreachable, or not migrated yet: one line, never a traceback with the URL in it.
-        print(
-            f"webapp: the database cannot be used ({type(exc).__name__}); "
-            "is it reachable, and has `migrate` run?",
-            file=sys.stderr,
-        )
-        return 1
+        return _database_unusable(exc)
     finally:
         db.dispose()
     print(f"created user {account.username} (id {account.id})")
@@ -124,12 +119,8 @@ def _mail_status(settings: Settings, _args: argparse.Namespace) -> int:
     try:
         status = mail_status(db)
     except DBAPIError as exc:
-        print(
-            f"webapp: the database cannot be used ({type(exc).__name__}); "
-            "is it reachable, and has `migrate` run?",
-            file=sys.stderr,
-        )
-        return 1
+        # Unreachable, or not migrated yet: one line, never a traceback with the URL in it.
+        return _database_unusable(exc)
     finally:
         db.dispose()
     oldest = status["oldest_pending"]
@@ -207,10 +198,6 @@ def _mail_inbox(_settings: Settings, args: argparse.Namespace) -> int:
 
 # -- sessions: see and end a user's sessions ---------------------------------------------
 
-_DATABASE_UNUSABLE = (
-    "webapp: the database cannot be used ({}); is it reachable, and has `migrate` run?"
-)
-
 
 def _sessions_command(settings: Settings, args: argparse.Namespace) -> int:
     """`sessions list USERNAME` and `sessions revoke-all USERNAME`: exit 1 for an unknown user."""
@@ -253,8 +240,7 @@ def _sessions_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run(services.sessions))
     except DBAPIError as exc:
-        print(_DATABASE_UNUSABLE.format(type(exc).__name__), file=sys.stderr)
-        return 1
+        return _database_unusable(exc)
     finally:
         services.db.dispose()
 
@@ -263,6 +249,7 @@ def _sessions_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _database_unusable(exc: Exception) -> int:
+    """Unreachable, or not migrated yet: one line (exit 1), never a traceback with the URL."""
     print(
         f"webapp: the database cannot be used ({type(exc).__name__}); "
         "is it reachable, and has `migrate` run?",
