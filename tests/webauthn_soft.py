@@ -103,20 +103,16 @@ class SoftAuthenticator:
             "webauthn.create", challenge or options["challenge"], origin
         )
         self.credentials[credential.id] = credential
-        return {
-            "id": b64url(credential.id),
-            "rawId": b64url(credential.id),
-            "type": "public-key",
-            "authenticatorAttachment": "platform",
-            "clientExtensionResults": {},
-            "response": {
+        return _as_json(
+            credential,
+            {
                 "clientDataJSON": b64url(client_data),
                 "attestationObject": b64url(
                     cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth_data})
                 ),
                 "transports": ["internal", "hybrid"] if transports is None else transports,
             },
-        }
+        )
 
     # -- navigator.credentials.get() -------------------------------------------------
 
@@ -151,13 +147,9 @@ class SoftAuthenticator:
         signature = credential.key.sign(
             auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256())
         )
-        return {
-            "id": b64url(credential.id),
-            "rawId": b64url(credential.id),
-            "type": "public-key",
-            "authenticatorAttachment": "platform",
-            "clientExtensionResults": {},
-            "response": {
+        return _as_json(
+            credential,
+            {
                 "clientDataJSON": b64url(client_data),
                 "authenticatorData": b64url(auth_data),
                 "signature": b64url(signature),
@@ -165,7 +157,7 @@ class SoftAuthenticator:
                     user_handle if user_handle is not None else credential.user_handle
                 ),
             },
-        }
+        )
 
     def _client_data(self, kind: str, challenge: str, origin: str | None) -> bytes:
         return json.dumps(
@@ -176,3 +168,15 @@ class SoftAuthenticator:
                 "crossOrigin": False,
             }
         ).encode()
+
+
+def _as_json(credential: Credential, response: dict[str, Any]) -> dict[str, Any]:
+    """A PublicKeyCredential as the browser serialises it (passkeys.js sends this)."""
+    return {
+        "id": b64url(credential.id),
+        "rawId": b64url(credential.id),
+        "type": "public-key",
+        "authenticatorAttachment": "platform",
+        "clientExtensionResults": {},
+        "response": response,
+    }
