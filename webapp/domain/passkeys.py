@@ -26,6 +26,7 @@ the signature, the sign count). This module decides what is stored and when.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
@@ -338,7 +339,18 @@ class PasskeyService:
 
     async def registration_options(self, account: Account, *, browser: str) -> str:
         """PublicKeyCredentialCreationOptions as JSON: a discoverable credential with user
-        verification, none of the account's own passkeys again."""
+        verification, none of the account's own passkeys again. Built off the event loop
+        (the first call imports py_webauthn: some 60 ms)."""
+        handle, existing = await self.db.read(self._registration_state, account.id)
+        return await asyncio.to_thread(self._creation_options, account, handle, existing, browser)
+
+    def _creation_options(
+        self,
+        account: Account,
+        handle: bytes | None,
+        existing: list[PublicKeyCredentialDescriptor],
+        browser: str,
+    ) -> str:
         from webauthn import generate_registration_options, options_to_json
         from webauthn.helpers.structs import (
             AuthenticatorSelectionCriteria,
@@ -346,7 +358,6 @@ class PasskeyService:
             UserVerificationRequirement,
         )
 
-        handle, existing = await self.db.read(self._registration_state, account.id)
         handle = handle or secrets.token_bytes(HANDLE_BYTES)
         challenge = self.challenges.mint(
             "register", browser=browser, user_id=account.id, handle=handle
@@ -545,9 +556,13 @@ class PasskeyService:
 
     # -- signing in ----------------------------------------------------------------------
 
-    def signin_options(self, *, browser: str) -> str:
+    async def signin_options(self, *, browser: str) -> str:
         """PublicKeyCredentialRequestOptions as JSON, without allowCredentials: the browser
-        offers whichever of the user's passkeys are for this site. Writes nothing."""
+        offers whichever of the user's passkeys are for this site. Writes nothing; built
+        off the event loop, as the creation options are."""
+        return await asyncio.to_thread(self._request_options, browser)
+
+    def _request_options(self, browser: str) -> str:
         from webauthn import generate_authentication_options
         from webauthn.helpers import options_to_json_dict
         from webauthn.helpers.structs import UserVerificationRequirement

@@ -193,7 +193,9 @@ async def signin_options(request: Request) -> Response:
     """POST /login/passkey/options: PublicKeyCredentialRequestOptions (JSON), no
     allowCredentials. Writes nothing."""
     _json_object(request)
-    options = services(request).passkeys.signin_options(browser=browser_state(request).ensure_id())
+    options = await services(request).passkeys.signin_options(
+        browser=browser_state(request).ensure_id()
+    )
     return Response(options, media_type="application/json", headers=NO_STORE)
 
 
