@@ -38,19 +38,18 @@ from sqlmodel import SQLModel
 from bench.run import (
     ACCEPT_ENCODING,
     BCRYPT_ROUNDS,
-    LUA,
     PASSWORD,
     Browser,
     choose_cpus,
     ensure_wrk,
     log,
-    pinned,
     seed_users,
     start_server,
     stop_servers,
     username,
     uvicorn_flags,
     wait_ready,
+    wrk_command,
 )
 from webapp.domain.passwords import hash_password_sync as hash_password
 
@@ -120,20 +119,9 @@ def wrk(
     seconds: int,
     load_cpu: int | None,
 ) -> dict[str, Any]:
-    command = [
-        *pinned(load_cpu),
-        tool,
-        "-t1",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(LUA),
-    ]
-    for name, value in headers:
-        command += ["-H", f"{name}: {value}"]
-    command.append(url)
+    command = wrk_command(
+        tool, url, headers, connections=connections, seconds=seconds, load_cpu=load_cpu
+    )
     env = {**os.environ, "BENCH_DELAY_MS": "0"}
     done = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=seconds + 30, check=False

@@ -586,6 +586,33 @@ def seed_users(database_url: str, count: int, password_hash: str) -> None:
 # -- load ---------------------------------------------------------------------
 
 
+def wrk_command(
+    tool: str,
+    url: str,
+    headers: Sequence[tuple[str, str]],
+    *,
+    connections: int,
+    seconds: int,
+    load_cpu: int | None,
+) -> list[str]:
+    """wrk with one thread on the load core, our Lua report, and these headers."""
+    command = [
+        *pinned(load_cpu),
+        tool,
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+    ]
+    for name, value in headers:
+        command += ["-H", f"{name}: {value}"]
+    command.append(url)
+    return command
+
+
 @dataclass
 class Bench:
     wrk: str
@@ -628,20 +655,14 @@ class Bench:
         headers: Sequence[tuple[str, str]],
         delay_ms: int = 0,
     ) -> dict[str, Any]:
-        command = [
-            *pinned(self.load_cpu),
+        command = wrk_command(
             self.wrk,
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(LUA),
-        ]
-        for name, value in headers:
-            command += ["-H", f"{name}: {value}"]
-        command.append(server.url + "/")
+            server.url + "/",
+            headers,
+            connections=connections,
+            seconds=seconds,
+            load_cpu=self.load_cpu,
+        )
         env = {**os.environ, "BENCH_DELAY_MS": str(delay_ms)}
         with self.usage(worker_pid(server)) as usage:
             done = subprocess.run(
